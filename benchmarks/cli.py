@@ -1,0 +1,182 @@
+"""The ``dps-bench`` command: list | run | report | download."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from methods import UnknownMethodError, get_method, hparam_fields, list_methods
+
+from .config import parse_sets
+from .errors import DpsBenchError
+from .scenarios import SCENARIOS, get_scenario
+
+EXAMPLES = """examples:
+  dps-bench list
+  dps-bench run --scenario balancing --methods train_only,mixing --seeds 0,1,2 --out runs/balancing
+  dps-bench run --scenario balancing --methods mixing --source mnist --data-dir ../shared/data \\
+      --profile paper --set meta_per_class=5 --out runs/mnist
+  dps-bench report --out runs/balancing
+"""
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    """'0,1,2' or '0-4' (inclusive) or a mix."""
+    seeds: list[int] = []
+    try:
+        for part in _csv_list(text):
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad seed list {text!r}; use e.g. 0,1,2 or 0-4") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("no seeds given")
+    return seeds
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    print("scenarios:")
+    for name, cls in SCENARIOS.items():
+        scenario = cls()
+        print(f"  {name}: {scenario.description}")
+        print(f"    sources: {', '.join(scenario.sources)} (default {scenario.default_source})")
+        for profile, values in scenario.profiles.items():
+            print(f"    profile {profile}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        defaults = {f.name: f.default for f in dataclasses.fields(scenario.Settings)}
+        print("    settings: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
+        if scenario.method_defaults:
+            print("    method defaults: " + ", ".join(
+                f"{k}={v}" for k, v in scenario.method_defaults.items()))
+    print("methods:")
+    for name in list_methods():
+        cls = get_method(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        hps = ", ".join(f"{k}={v}" for k, v in hparam_fields(cls).items()) or "no hyperparameters"
+        print(f"  {name}: {doc}\n    {hps}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .sweep import plan, run_sweep
+
+    methods = _csv_list(args.methods)
+    if not methods:
+        raise DpsBenchError("--methods is empty; see `dps-bench list` for the names")
+    for m in methods:
+        get_method(m)  # unknown names fail here, before any data is loaded
+    scenario = get_scenario(args.scenario)
+    settings, hparams = parse_sets(args.set or [], scenario, methods)
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    specs = plan(args.scenario, args.source, args.profile, methods, args.seeds, settings, hparams)
+    result = run_sweep(specs, args.out, data_dir=args.data_dir, device=args.device,
+                       progress=None if not args.no_progress else False)
+    print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
+          f"{len(result.failed)} failed; results in {args.out}/runs.csv")
+    if result.failed:
+        print("failed runs (rerun the same command to retry them):", file=sys.stderr)
+        for f in result.failed:
+            print("  " + f.strip().replace("\n", "\n    "), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import summarize, to_markdown
+    from .store import Store
+
+    store = Store(args.out)
+    if not store.runs_path.exists():
+        raise DpsBenchError(f"no runs.csv in {args.out}; run `dps-bench run ... --out {args.out}`")
+    table = summarize(store.runs())
+    text = table.to_csv(index=False) if args.format == "csv" else to_markdown(table)
+    print(text)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .data.mnist import FASHION_MNIST, MNIST, data_dir, download
+
+    spec = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}[args.dataset]
+    root = data_dir(args.data_dir)
+    if root is None:
+        raise DpsBenchError("give --data-dir DIR (or set DPS_DATA_DIR)")
+    folder = download(spec, root)
+    print(f"{spec.name}: verified files in {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dps-bench",
+        description="Benchmark data point selection methods (BADS and baselines) on shared "
+                    "scenarios, measuring the target metric, time and peak memory per step.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="scenarios (sources, profiles, settings) and methods "
+                                    "(hyperparameters and defaults)")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "run", help="run methods x seeds on a scenario; resumable",
+        description="Run every method for every seed. Each run is identified by a hash of its "
+                    "full resolved configuration; runs already complete in --out are skipped, "
+                    "so an interrupted command is resumed by running it again.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", required=True, help=f"one of: {', '.join(SCENARIOS)}")
+    p.add_argument("--methods", required=True, help="comma-separated method names (dps-bench list)")
+    p.add_argument("--seeds", type=_seeds, default=[0], help="e.g. 0,1,2 or 0-4 (default 0)")
+    p.add_argument("--source", help="data source (default: the scenario's embedded default)")
+    p.add_argument("--profile", default="quick",
+                   help="quick (default: minutes on 2 CPU cores) or paper (the paper's settings)")
+    p.add_argument("--steps", type=int, help="override the profile's number of training steps")
+    p.add_argument("--data-dir", help="directory holding <source>/ data files "
+                                      "(default: $DPS_DATA_DIR)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a scenario setting (meta_per_class=5) or a method hyperparameter "
+                        "(random_select.beta=0.01); repeatable")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--out", required=True, help="results directory (created if needed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="summary table (mean over seeds) of a results directory")
+    p.add_argument("--out", required=True, help="results directory written by `run`")
+    p.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("download", help="fetch and verify MNIST or Fashion-MNIST (needs internet)")
+    p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
+    p.add_argument("--data-dir", help="files go to DATA_DIR/<dataset>/ (default: $DPS_DATA_DIR)")
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DpsBenchError as e:
+        print(f"dps-bench: error: {e}", file=sys.stderr)
+        return 2
+    except UnknownMethodError as e:
+        print(f"dps-bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ndps-bench: interrupted; completed runs are saved. Run the same command again "
+              "to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,137 @@
+"""Resolving a run's full configuration, and its identity (a hash of that configuration).
+
+``--set key=value`` sets a scenario setting (``meta_per_class=5``); ``--set method.key=value``
+sets a method hyperparameter (``random_select.beta=0.01``). Values are parsed as Python literals
+(numbers, True/False, quoted strings) and checked against the declared field types.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from methods import get_method
+
+from .errors import ConfigError
+from .scenarios import Scenario
+
+SUITE_VERSION = 1  # bump when a change alters what an existing configuration computes
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's result. Its hash is the run's identity."""
+
+    scenario: str
+    source: str
+    profile: str
+    method: str
+    seed: int
+    settings: dict[str, Any]
+    hparams: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps({"suite_version": SUITE_VERSION, **dataclasses.asdict(self)},
+                          sort_keys=True)
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+def parse_literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return text
+
+
+def coerce(value: Any, field: dataclasses.Field, where: str) -> Any:
+    """Convert ``value`` to the declared type of ``field`` (int, float, bool, str)."""
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    kind = kind.split("|")[0].strip()
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                value = {"true": True, "false": False}[value.lower()]
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "str":
+            return str(value)
+    except (ValueError, TypeError, KeyError):
+        raise ConfigError(f"{where}: expected a {kind}, got {value!r}") from None
+    return value
+
+
+def parse_sets(items: list[str], scenario: Scenario, methods: list[str]
+               ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Split ``key=value`` items into scenario settings and per-method hyperparameters."""
+    settings: dict[str, Any] = {}
+    hparams: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    setting_fields = {f.name: f for f in dataclasses.fields(scenario.Settings)}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. meta_per_class=5)")
+        key, raw = item.split("=", 1)
+        key, value = key.strip(), parse_literal(raw.strip())
+        if "." in key:
+            method, name = key.split(".", 1)
+            if method not in hparams:
+                raise ConfigError(f"--set {item!r}: method {method!r} is not among --methods "
+                                  f"({', '.join(methods)})")
+            fields = {f.name: f for f in dataclasses.fields(get_method(method).Hparams)}
+            if name not in fields:
+                raise ConfigError(f"--set {item!r}: {method} has no hyperparameter {name!r}; it has: "
+                                  f"{', '.join(fields) or 'none'}")
+            hparams[method][name] = coerce(value, fields[name], f"--set {item}")
+        elif key in setting_fields:
+            settings[key] = coerce(value, setting_fields[key], f"--set {item}")
+        else:
+            raise ConfigError(
+                f"--set {item!r}: {scenario.name} has no setting {key!r}. Settings: "
+                f"{', '.join(setting_fields)}. Method hyperparameters are set as METHOD.NAME=VALUE."
+            )
+    return settings, hparams
+
+
+def resolve_hparams(scenario: Scenario, method: str, overrides: dict[str, Any]) -> Any:
+    """The method's Hparams: declared defaults <- the scenario's shared defaults <- overrides."""
+    cls = get_method(method).Hparams
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in scenario.method_defaults.items() if k in names}
+    values.update(overrides)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{method} hyperparameters {values}: {e}") from None
+
+
+def resolve_settings(scenario: Scenario, source: str, profile: str, overrides: dict[str, Any]):
+    if source not in scenario.sources:
+        raise ConfigError(f"scenario {scenario.name} has no source {source!r}; sources: "
+                          f"{', '.join(scenario.sources)}")
+    if profile not in scenario.profiles:
+        raise ConfigError(f"scenario {scenario.name} has no profile {profile!r}; profiles: "
+                          f"{', '.join(scenario.profiles)}")
+    try:
+        return scenario.resolve_settings(source, profile, overrides)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{scenario.name} settings: {e}") from None
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed derived deterministically from ``parts``."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

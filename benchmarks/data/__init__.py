@@ -1,0 +1,30 @@
+"""Data sources by name. Each returns a :class:`SourceData` (train pool + test pool)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import ConfigError
+from .base import Labeled, SourceData
+from .digits import load_digits
+from .mnist import FASHION_MNIST, MNIST, data_dir, load_idx_dataset
+from .mnist1d import load_mnist1d
+
+SOURCES: dict[str, Callable[[Path | None], SourceData]] = {
+    "mnist1d": lambda root: load_mnist1d(),
+    "digits": lambda root: load_digits(),
+    "mnist": lambda root: load_idx_dataset(MNIST, root),
+    "fashion-mnist": lambda root: load_idx_dataset(FASHION_MNIST, root),
+}
+OFFLINE = ("mnist1d", "digits")
+
+
+def load_source(name: str, root: str | Path | None = None) -> SourceData:
+    """Load source ``name``; ``root`` is the data directory (or $DPS_DATA_DIR)."""
+    if name not in SOURCES:
+        raise ConfigError(f"unknown data source {name!r}; available: {', '.join(SOURCES)}")
+    return SOURCES[name](data_dir(root))
+
+
+__all__ = ["Labeled", "SourceData", "SOURCES", "OFFLINE", "load_source", "data_dir"]

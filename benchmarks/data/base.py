@@ -1,0 +1,35 @@
+"""What a data source returns: a labelled train pool and a labelled test pool as arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Labeled:
+    """Inputs ``x`` (float32, [N, *input_shape]) and integer class labels ``y`` ([N])."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"{len(self.x)} inputs but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """A source's pools: scenarios draw Dt, Dm (and validation) from ``train``; test from ``test``."""
+
+    name: str
+    train: Labeled
+    test: Labeled
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])

@@ -1,0 +1,224 @@
+"""One run: seed, build the model and the method, loop, evaluate, meter.
+
+Seeding: the data split uses ``derive_seed(seed, scenario, source)``; the model initialisation,
+batch order and the method's RNG use ``derive_seed(seed, scenario, source, "run")``. Methods at
+the same seed therefore share Dt, Dm and the initial model (common random numbers), and a run
+repeated on the same machine gives identical curves on the CPU.
+
+Batches: the train pool the method declares is shuffled once per epoch and cut into batches of
+``min(batch_size, |pool|)``; Bm likewise from Dm with ``min(meta_batch_size, N_m)``.
+Metering: steps 1 and 2 (0-based) are metered for peak memory; every other step is timed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from methods import Batch, Context, Method, Pool, get_method
+
+from .config import RunSpec, derive_seed
+from .metering import StepTimer, peak_memory
+from .scenarios import Scenario, ScenarioData, Split, make_optimizer
+
+METERED_STEPS = (1, 2)
+
+
+class Diverged(RuntimeError):
+    """The training loss or the model's parameters became non-finite."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class EpochSampler:
+    """Indices 0..n-1 in a fresh random order each epoch, ``batch`` at a time."""
+
+    def __init__(self, n: int, batch: int, generator: torch.Generator) -> None:
+        if n < 1:
+            raise ValueError("cannot sample batches from an empty pool")
+        self.n, self.batch, self.gen = n, min(batch, n), generator
+        self.order = torch.empty(0, dtype=torch.long)
+
+    def __next__(self) -> Tensor:
+        if len(self.order) < self.batch:
+            self.order = torch.cat([self.order, torch.randperm(self.n, generator=self.gen)])
+        out, self.order = self.order[: self.batch], self.order[self.batch:]
+        return out
+
+
+class PoolBatches:
+    """Training batches from a method's pool: Dt[pool.train] plus pool.meta_copies copies of Dm."""
+
+    def __init__(self, pool: Pool, train: Split, meta: Split, batch: int,
+                 generator: torch.Generator, device: torch.device) -> None:
+        n_t = len(train)
+        t_idx = torch.arange(n_t) if pool.train is None else pool.train.long().cpu()
+        if len(t_idx) and (t_idx.min() < 0 or t_idx.max() >= n_t):
+            raise ValueError(f"pool indices must lie in [0, {n_t})")
+        m_idx = torch.arange(len(meta)).repeat(pool.meta_copies)
+        self.mixed = pool.meta_copies > 0
+        # entries index the concatenation [Dt; Dm]; Dm rows are offset by N_t
+        self.entries = torch.cat([t_idx, m_idx + n_t]).to(device)
+        self.n_t = n_t
+        if self.mixed:
+            self.x = torch.cat([train.x, meta.x]).to(device)
+            self.y = torch.cat([train.y, meta.y]).to(device)
+        else:
+            self.x, self.y = train.x.to(device), train.y.to(device)
+        self.sampler = EpochSampler(len(self.entries), batch, generator)
+        self.device = device
+
+    def __next__(self) -> Batch:
+        rows = self.entries[next(self.sampler).to(self.device)]
+        if not self.mixed:
+            return Batch(self.x[rows], self.y[rows], rows)
+        from_meta = rows >= self.n_t
+        return Batch(self.x[rows], self.y[rows], rows - self.n_t * from_meta, from_meta)
+
+
+class SplitBatches:
+    """Batches of a whole split (Bm from Dm)."""
+
+    def __init__(self, split: Split, batch: int, generator: torch.Generator,
+                 device: torch.device) -> None:
+        self.x, self.y = split.x.to(device), split.y.to(device)
+        self.sampler = EpochSampler(len(split), batch, generator)
+        self.device = device
+
+    def __next__(self) -> Batch:
+        idx = next(self.sampler).to(self.device)
+        return Batch(self.x[idx], self.y[idx], idx)
+
+
+@dataclass
+class RunOutcome:
+    """What one run produced: summary fields, curves rows, and per-example weights (or None)."""
+
+    status: str
+    error: str
+    final_metric: float
+    best_metric: float
+    time_per_step_ms: float
+    peak_mem_mb: float
+    wall_s: float
+    curves: pd.DataFrame
+    weights: pd.DataFrame | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split, metric: Callable[[Tensor, Tensor], float],
+             batch: int, device: torch.device) -> float:
+    """The metric over a whole split (outputs concatenated, then scored once)."""
+    was_training = model.training
+    model.eval()
+    outputs = [model(split.x[i: i + batch].to(device)) for i in range(0, len(split), batch)]
+    model.train(was_training)
+    return metric(torch.cat(outputs), split.y.to(device))
+
+
+def _group_means(weights: Tensor, groups: Tensor, names: tuple[str, ...]) -> dict[str, float]:
+    w = weights.detach().float().cpu()
+    return {f"mean_weight:{n}": float(w[groups == c].mean()) for c, n in enumerate(names)
+            if (groups == c).any()}
+
+
+def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device,
+        on_step: Callable[[int], None] | None = None) -> RunOutcome:
+    """Train ``spec.method`` on ``data`` for ``settings.steps`` steps and evaluate it.
+
+    Raises nothing for a diverging run: it returns status ``diverged`` with the step and a hint.
+    """
+    started = time.perf_counter()
+    settings = scenario.Settings(**spec.settings)
+    run_seed = derive_seed(spec.seed, spec.scenario, spec.source, "run")
+    seed_everything(run_seed)
+    model = scenario.make_model(data, settings).to(device)
+    gen = torch.Generator().manual_seed(run_seed)
+    ctx = Context(
+        model=model, make_optimizer=make_optimizer(settings), n_train=len(data.train),
+        n_meta=len(data.meta), loss=scenario.loss, embed=lambda x: model.features(x).detach(),
+        device=device, num_classes=data.num_classes,
+        generator=torch.Generator().manual_seed(derive_seed(run_seed, "method")),
+    )
+    cls = get_method(spec.method)
+    method: Method = cls(ctx, cls.Hparams(**spec.hparams))
+    train_batches = PoolBatches(method.pool(), data.train, data.meta, settings.batch_size, gen,
+                                device)
+    meta_batches = (SplitBatches(data.meta, settings.meta_batch_size, gen, device)
+                    if cls.uses_meta_batch else None)
+
+    timer = StepTimer(device)
+    peaks: list[float] = []
+    curves: list[tuple[int, str, str, float]] = []
+    sums: dict[str, Tensor | float] = {}
+    count = 0
+    status, error = "ok", ""
+    evals = {"test": data.test, "meta": data.meta, "val": data.val}
+    try:
+        for step in range(settings.steps):
+            bt = next(train_batches)
+            bm = next(meta_batches) if meta_batches is not None else None
+            if step in METERED_STEPS:
+                with peak_memory(device, method, bt, bm) as mem:
+                    logs = method.step(bt, bm)
+                peaks.append(mem["peak_bytes"])
+            else:
+                with timer.time():
+                    logs = method.step(bt, bm)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + (v.detach() if isinstance(v, Tensor) else v)
+            count += 1
+            done = step + 1
+            if done % settings.eval_every == 0 or done == settings.steps:
+                for k, v in sums.items():
+                    value = float(v) / count
+                    if not math.isfinite(value):
+                        raise Diverged(f"training {k} became {value} by step {done}")
+                    curves.append((done, "train", k, value))
+                sums, count = {}, 0
+                for name, split in evals.items():
+                    curves.append((done, name, scenario.metric_name,
+                                   evaluate(model, split, scenario.metric,
+                                            settings.eval_batch_size, device)))
+                w = method.weights()
+                if w is not None:
+                    for k, v in _group_means(w, data.train.group, data.group_names).items():
+                        curves.append((done, "weights", k, v))
+            if on_step is not None:
+                on_step(done)
+    except Diverged as e:
+        status = "diverged"
+        error = f"{e}; lower the learning rate (--set lr=... or --set {spec.method}.lr=...)"
+
+    frame = pd.DataFrame(curves, columns=["step", "split", "metric_name", "value"])
+    test = frame[(frame.split == "test")]["value"]
+    weights = method.weights() if status == "ok" else None
+    weights_frame = None
+    if weights is not None:
+        weights_frame = pd.DataFrame({
+            "index": np.arange(len(data.train)),
+            "weight": weights.detach().float().cpu().numpy(),
+            "group": np.asarray(data.group_names)[data.train.group.numpy()],
+        })
+    return RunOutcome(
+        status=status, error=error,
+        final_metric=float(test.iloc[-1]) if status == "ok" and len(test) else float("nan"),
+        best_metric=float(test.max()) if len(test) else float("nan"),
+        time_per_step_ms=timer.median_ms(),
+        peak_mem_mb=max(peaks) / 2**20 if peaks else float("nan"),
+        wall_s=time.perf_counter() - started,
+        curves=frame, weights=weights_frame,
+    )

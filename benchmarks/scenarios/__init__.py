@@ -1,0 +1,19 @@
+"""Scenarios by name."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .balancing import Balancing
+from .base import Scenario, ScenarioData, Split, TrainSettings, make_optimizer
+
+SCENARIOS: dict[str, type[Scenario]] = {"balancing": Balancing}
+
+
+def get_scenario(name: str) -> Scenario:
+    if name not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {name!r}; available: {', '.join(SCENARIOS)}")
+    return SCENARIOS[name]()
+
+
+__all__ = ["SCENARIOS", "Scenario", "ScenarioData", "Split", "TrainSettings", "get_scenario",
+           "make_optimizer"]

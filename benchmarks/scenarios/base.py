@@ -1,0 +1,130 @@
+"""What a scenario provides: Dt, Dm, a validation and a test set, a model, a loss, a metric, groups.
+
+A scenario never knows which method runs on it. Settings resolve in this order, later wins:
+the Settings dataclass defaults, the profile, the source, the user's ``--set``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..data import SourceData
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs, targets and (for Dt) each example's ground-truth group code."""
+
+    x: Tensor
+    y: Tensor
+    group: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class ScenarioData:
+    """Dt (``train``), Dm (``meta``), ``val`` (for selection only) and ``test``, built once per seed.
+
+    ``group_names[c]`` names group code c of ``train.group``; the first name is the group a good
+    DPS method should favour (minority, clean, target).
+    """
+
+    train: Split
+    meta: Split
+    val: Split
+    test: Split
+    group_names: tuple[str, ...]
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+
+@dataclass
+class TrainSettings:
+    """Settings every scenario has. The model optimiser is ``optimizer`` with ``lr``, ``momentum``
+    and ``weight_decay``; ``meta_batch_size`` is capped at |Dm| and ``batch_size`` at the pool size."""
+
+    steps: int = 1000
+    batch_size: int = 100
+    meta_batch_size: int = 100
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    eval_every: int = 100
+    eval_batch_size: int = 1000
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "meta_batch_size", "eval_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+
+
+class Scenario(ABC):
+    """A DPS problem. Subclasses set the class attributes and implement ``build``/``make_model``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Settings: ClassVar[type[TrainSettings]] = TrainSettings
+    sources: ClassVar[tuple[str, ...]]
+    profiles: ClassVar[dict[str, dict[str, Any]]]
+    source_settings: ClassVar[dict[str, dict[str, Any]]] = {}
+    method_defaults: ClassVar[dict[str, Any]] = {}
+    """Hyperparameter defaults this scenario sets for every method that declares them (e.g. beta)."""
+    metric_name: ClassVar[str] = "accuracy"
+
+    @property
+    def default_source(self) -> str:
+        return self.sources[0]
+
+    def resolve_settings(self, source: str, profile: str, overrides: dict[str, Any]) -> TrainSettings:
+        merged = {**self.profiles[profile], **self.source_settings.get(source, {}), **overrides}
+        settings = self.Settings(**merged)
+        settings.validate()
+        return settings
+
+    @abstractmethod
+    def build(self, source: SourceData, settings: TrainSettings, seed: int) -> ScenarioData:
+        """Draw Dt, Dm, validation and test from the source's pools with RNG seed ``seed``."""
+
+    @abstractmethod
+    def make_model(self, data: ScenarioData, settings: TrainSettings) -> nn.Module:
+        """A freshly initialised model with ``features(x)`` (the embedding) and ``forward(x)``."""
+
+    @abstractmethod
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """Per-example loss l(z; theta), shape [B]."""
+
+    @abstractmethod
+    def metric(self, output: Tensor, target: Tensor) -> float:
+        """The target metric (higher is better) of outputs against targets."""
+
+
+def settings_fields(settings_cls: type) -> dict[str, Any]:
+    return {f.name: f for f in dataclasses.fields(settings_cls)}
+
+
+def make_optimizer(settings: TrainSettings):
+    """Factory for the model optimiser the settings describe."""
+
+    def factory(params) -> torch.optim.Optimizer:
+        if settings.optimizer == "adam":
+            return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay)
+
+    return factory

@@ -1,0 +1,147 @@
+"""A grid of runs (methods x seeds) on one scenario, source and profile; resumable.
+
+Runs already complete in the store (same run_id, i.e. the same resolved configuration) are
+skipped. The scenario's data is built once per seed and shared by all methods. A run that raises
+is recorded with status ``error`` (and retried by the next invocation); the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .config import RunSpec, derive_seed, resolve_hparams, resolve_settings
+from .data import load_source
+from .harness import run
+from .scenarios import get_scenario
+from .store import Store
+
+
+@dataclass
+class SweepResult:
+    ran: int
+    skipped: int
+    failed: list[str]
+
+
+@functools.cache
+def git_sha() -> str:
+    """The suite's git commit (with ``-dirty`` if modified), or ``unknown`` outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, text=True,
+                             capture_output=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, text=True, capture_output=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def plan(scenario_name: str, source: str | None, profile: str, methods: list[str],
+         seeds: list[int], settings_overrides: dict, hparam_overrides: dict[str, dict]
+         ) -> list[RunSpec]:
+    """The resolved RunSpecs of the grid, seeds outer and methods inner."""
+    scenario = get_scenario(scenario_name)
+    source = source or scenario.default_source
+    settings = resolve_settings(scenario, source, profile, settings_overrides)
+    specs = []
+    for seed in seeds:
+        for method in methods:
+            hp = resolve_hparams(scenario, method, hparam_overrides.get(method, {}))
+            specs.append(RunSpec(scenario_name, source, profile, method, seed, asdict(settings),
+                                 asdict(hp)))
+    return specs
+
+
+def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None,
+              device: str = "auto", progress: bool | None = None) -> SweepResult:
+    """Run every spec not yet complete in ``out``; returns what ran, was skipped, failed."""
+    store = Store(out)
+    done = store.completed()
+    todo = [s for s in specs if s.run_id not in done]
+    skipped = len(specs) - len(todo)
+    dev = resolve_device(device)
+    failed: list[str] = []
+    if skipped:
+        tqdm.write(f"{skipped} of {len(specs)} runs already complete in {out}; skipping them")
+    if not todo:
+        return SweepResult(0, skipped, failed)
+    source_data = load_source(todo[0].source, data_dir)
+    scenario = get_scenario(todo[0].scenario)
+    built: dict[str, object] = {}
+    total_steps = sum(s.settings["steps"] for s in todo)
+    disable = {True: False, False: True, None: None}[progress]  # None: only on a terminal
+    bar = tqdm(total=total_steps, unit="step", disable=disable, dynamic_ncols=True, desc="sweep")
+    for i, spec in enumerate(todo, 1):
+        key = json.dumps([spec.seed, spec.settings], sort_keys=True)
+        if key not in built:
+            data_seed = derive_seed(spec.seed, spec.scenario, spec.source)
+            settings = scenario.Settings(**spec.settings)
+            built = {key: scenario.build(source_data, settings, data_seed)}  # keep one at a time
+        bar.set_postfix_str(f"{spec.method} seed={spec.seed}")
+        last = [0]
+
+        def advance(step: int, last: list[int] = last) -> None:
+            bar.update(step - last[0])
+            last[0] = step
+
+        t0 = time.perf_counter()
+        try:
+            outcome = run(spec, scenario, built[key], dev, on_step=advance)
+        except KeyboardInterrupt:
+            bar.close()
+            raise
+        except Exception as e:  # recorded, the sweep goes on; retried on the next invocation
+            tb = traceback.format_exc(limit=3)
+            row = _row(spec, dev, "error", f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+            store.write(row, _empty_curves(), None)
+            failed.append(f"{spec.method} seed={spec.seed}: {type(e).__name__}: {e}\n{tb}")
+            bar.update(spec.settings["steps"] - last[0])
+            tqdm.write(f"[{i}/{len(todo)}] {spec.method} seed={spec.seed}: ERROR {e}")
+            continue
+        row = _row(spec, dev, outcome.status, outcome.error, outcome.wall_s)
+        row.update(final_metric=outcome.final_metric, best_metric=outcome.best_metric,
+                   time_per_step_ms=outcome.time_per_step_ms, peak_mem_mb=outcome.peak_mem_mb)
+        store.write(row, outcome.curves, outcome.weights)
+        bar.update(spec.settings["steps"] - last[0])
+        tqdm.write(f"[{i}/{len(todo)}] {spec.method} seed={spec.seed}: {outcome.status} "
+                   f"{scenario.metric_name}={outcome.final_metric:.4f} "
+                   f"({outcome.time_per_step_ms:.2f} ms/step, {outcome.peak_mem_mb:.2f} MB, "
+                   f"{outcome.wall_s:.1f} s)" + (f" {outcome.error}" if outcome.error else ""))
+    bar.close()
+    return SweepResult(len(todo), skipped, failed)
+
+
+def _empty_curves():
+    import pandas as pd
+
+    return pd.DataFrame(columns=["step", "split", "metric_name", "value"])
+
+
+def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: float) -> dict:
+    scenario = get_scenario(spec.scenario)
+    return {
+        "run_id": spec.run_id, "scenario": spec.scenario, "source": spec.source,
+        "profile": spec.profile, "method": spec.method, "seed": spec.seed,
+        "steps": spec.settings["steps"], "metric_name": scenario.metric_name,
+        "final_metric": float("nan"), "best_metric": float("nan"),
+        "time_per_step_ms": float("nan"), "peak_mem_mb": float("nan"),
+        "device": str(device), "status": status, "error": error,
+        "config_json": spec.to_json(), "torch_version": torch.__version__, "git_sha": git_sha(),
+        "wall_s": round(wall_s, 3),
+    }

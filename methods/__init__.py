@@ -1,0 +1,49 @@
+"""Method registry: name -> class. Adding a method = one file here + one entry below.
+
+Entries are "module:Class" strings resolved on first use, so a broken or slow method file
+never affects the others.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .base import Batch, Context, Method, Pool, hparam_fields
+
+REGISTRY: dict[str, str] = {
+    "train_only": "methods.train_only:TrainOnly",
+    "mixing": "methods.mixing:Mixing",
+    "meta_only": "methods.meta_only:MetaOnly",
+    "dup_meta": "methods.dup_meta:DupMeta",
+    "random_select": "methods.random_select:RandomSelect",
+}
+
+
+class UnknownMethodError(KeyError):
+    """Raised for a name that is not in the registry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def list_methods() -> list[str]:
+    """Registered method names, in registry order."""
+    return list(REGISTRY)
+
+
+def get_method(name: str) -> type[Method]:
+    """The method class registered under ``name``."""
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise UnknownMethodError(
+            f"unknown method {name!r}; available: {', '.join(REGISTRY)}"
+        ) from None
+    module, cls = target.split(":")
+    return getattr(import_module(module), cls)
+
+
+__all__ = [
+    "Batch", "Context", "Method", "Pool", "REGISTRY", "UnknownMethodError",
+    "get_method", "hparam_fields", "list_methods",
+]

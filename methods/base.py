@@ -1,0 +1,108 @@
+"""The contract between a DPS method and the harness that runs it.
+
+A method never knows which scenario it runs on. Per step it sees a train batch Bt
+(drawn from the pool the method declares, Dt by default) and a meta batch Bm drawn
+from Dm, each carrying the dataset indices of its examples, and a per-example loss
+l(z; theta) that returns a vector. It returns scalars to log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A minibatch: inputs, targets, and each example's index in its data set.
+
+    ``index`` points into Dt for train examples and into Dm for meta examples. When a
+    method's pool mixes Dm into its training batches, ``from_meta`` marks which rows
+    came from Dm (their ``index`` then points into Dm); it is None otherwise.
+    """
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+    from_meta: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The multiset training batches are drawn from: Dt[train] plus ``meta_copies`` copies of Dm.
+
+    ``train=None`` means all of Dt; an empty tensor means none of it. The harness shuffles
+    the pool once per epoch and cuts it into batches.
+    """
+
+    train: Tensor | None = None
+    meta_copies: int = 0
+
+
+@dataclass
+class Context:
+    """Everything a method is set up with.
+
+    loss(output, target) -> per-example losses l(z; theta), shape [B].
+    embed(x) -> detached embedding e_i of each input, used by weight networks.
+    make_optimizer(params) -> the scenario's model optimiser (for example SGD, lr 1e-3).
+    generator: the method's own seeded RNG (on the CPU).
+    """
+
+    model: nn.Module
+    make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+    n_train: int
+    n_meta: int
+    loss: Callable[[Tensor, Tensor], Tensor]
+    embed: Callable[[Tensor], Tensor]
+    device: torch.device
+    num_classes: int
+    generator: torch.Generator = dataclasses.field(default_factory=torch.Generator)
+
+
+@dataclass
+class NoHparams:
+    """A method without hyperparameters."""
+
+
+class Method(ABC):
+    """Base class of every method. Subclasses set ``Hparams`` (a dataclass) and ``step``.
+
+    ``uses_meta_batch = False`` tells the harness not to draw Bm (``step`` then gets None),
+    so that a method which never reads Dm per step is not charged for sampling it.
+    """
+
+    Hparams: ClassVar[type] = NoHparams
+    uses_meta_batch: ClassVar[bool] = True
+
+    def __init__(self, ctx: Context, hparams: Any | None = None) -> None:
+        self.ctx = ctx
+        self.hp = hparams if hparams is not None else self.Hparams()
+        if not isinstance(self.hp, self.Hparams):
+            raise TypeError(f"{type(self).__name__} expects {self.Hparams.__name__}, got {self.hp!r}")
+
+    def pool(self) -> Pool:
+        """What training batches are drawn from; all of Dt unless overridden."""
+        return Pool()
+
+    @abstractmethod
+    def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor | float]:
+        """One training step. Returns scalars (0-d tensors or floats) to log."""
+
+    def weights(self) -> Tensor | None:
+        """Current weight w_i of every training example i in Dt (shape [N_t]), or None."""
+        return None
+
+
+def hparam_fields(cls: type[Method]) -> dict[str, Any]:
+    """Name -> default of a method's declared hyperparameters."""
+    return {f.name: getattr(cls.Hparams(), f.name) for f in dataclasses.fields(cls.Hparams)}
