@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
 from methods import UnknownMethodError, get_method, hparam_fields, list_methods
 

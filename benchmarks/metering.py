@@ -90,6 +90,10 @@ class CpuTensorMemory(TorchDispatchMode):
         for k in dead:
             self.current -= self.live.pop(k)[1]
 
+    def __exit__(self, *exc) -> None:
+        self._release_freed()
+        return super().__exit__(*exc)
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         self._release_freed()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +121,7 @@ def file_ok(spec: IdxDataset, name: str, path: Path) -> bool:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return False
     return hashlib.md5(raw).hexdigest() == spec.content_md5[name]
 
@@ -169,7 +171,7 @@ def download(spec: IdxDataset, root: Path, timeout: float = 20.0) -> Path:
             try:
                 with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=timeout) as resp:
                     payload = resp.read()
-            except OSError as e:
+            except (OSError, http.client.HTTPException) as e:
                 errors.append(f"{mirror}: {e}")
                 continue
             with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:

@@ -45,6 +45,9 @@ class BalancingSettings(TrainSettings):
             raise ValueError("minority and majority must be different classes")
         if self.n_minority < 1 or self.meta_per_class < 1:
             raise ValueError("n_minority and meta_per_class must be at least 1")
+        for name in ("n_majority", "val_per_class"):
+            if getattr(self, name) != -1 and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, or -1 for the default")
 
 
 def _take(pool_y: np.ndarray, label: int, counts: list[int], rng: np.random.Generator,

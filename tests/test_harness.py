@@ -1,0 +1,148 @@
+"""The harness: determinism, metering, divergence, weights export."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import pytest
+import torch
+
+import methods
+from benchmarks import harness
+from benchmarks.data import load_source
+from benchmarks.metering import CpuTensorMemory, peak_memory, resident_storages
+from benchmarks.scenarios import get_scenario
+from benchmarks.sweep import plan
+from methods.erm import ERM
+
+MIB = 2**20
+
+
+class Alloc64(ERM):
+    """ERM whose step also holds a 64 MiB tensor while it trains."""
+
+    def step(self, train, meta):
+        scratch = torch.ones(16 * MIB)  # 16 Mi float32 = 64 MiB
+        out = super().step(train, meta)
+        scratch.add_(1.0)
+        return out
+
+
+@dataclass
+class LrHparams:
+    lr: float = 1e30
+
+
+class Exploding(ERM):
+    """ERM with an absurd learning rate of its own, to make the run diverge."""
+
+    Hparams = LrHparams
+
+    def __init__(self, ctx, hparams=None):
+        super().__init__(ctx, hparams)
+        self.opt = torch.optim.SGD(ctx.model.parameters(), lr=self.hp.lr)
+
+
+class ConstantWeights(ERM):
+    """ERM that reports weight 1 for minority and 0 for majority examples (via a fixed tensor)."""
+
+    def __init__(self, ctx, hparams=None):
+        super().__init__(ctx, hparams)
+        self.w = torch.linspace(0, 1, ctx.n_train)
+
+    def weights(self):
+        return self.w
+
+
+@pytest.fixture
+def extra_methods(monkeypatch):
+    for name, cls in {"alloc64": Alloc64, "exploding": Exploding, "constw": ConstantWeights}.items():
+        monkeypatch.setitem(methods.REGISTRY, name, f"{__name__}:{cls.__name__}")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    scenario = get_scenario("balancing")
+    source = load_source("digits")
+    return scenario, source
+
+
+def one_run(digits, method, steps=30, seed=0, **sets):
+    scenario, source = digits
+    spec = plan("balancing", "digits", "quick", [method], [seed], {"steps": steps,
+                "eval_every": 10, **sets}, {})[0]
+    settings = scenario.Settings(**spec.settings)
+    data = scenario.build(source, settings, 123)
+    return harness.run(spec, scenario, data, torch.device("cpu"))
+
+
+def test_same_seed_gives_identical_curves_on_cpu(digits):
+    a, b = one_run(digits, "mixing"), one_run(digits, "mixing")
+    assert a.status == "ok"
+    pd.testing.assert_frame_equal(a.curves, b.curves)
+    assert set(a.curves.split) == {"train", "test", "meta", "val"}
+    assert sorted(a.curves[a.curves.split == "test"].step) == [10, 20, 30]
+    c = one_run(digits, "mixing", seed=1)
+    assert not a.curves["value"].equals(c.curves["value"])
+
+
+def test_step_that_allocates_64_mib_reports_at_least_64_mib_more(digits, extra_methods):
+    plain, heavy = one_run(digits, "train_only", steps=5), one_run(digits, "alloc64", steps=5)
+    assert heavy.peak_mem_mb - plain.peak_mem_mb >= 64
+    assert heavy.peak_mem_mb - plain.peak_mem_mb < 64 + 1  # nothing else differs
+
+
+def test_cpu_counter_sees_frees_and_resident_state():
+    model = torch.nn.Linear(256, 256)  # 256 KiB of weights
+    with peak_memory(torch.device("cpu"), model) as m:
+        pass
+    assert m["peak_bytes"] == pytest.approx((256 * 256 + 256) * 4)
+    counter = CpuTensorMemory()
+    with counter:
+        for _ in range(5):  # each 4 MiB tensor is freed before the next one is made
+            t = torch.zeros(MIB)
+            del t
+    assert 4 * MIB <= counter.peak < 2 * 4 * MIB
+    assert counter.current == 0
+
+
+def test_resident_storages_are_unique_and_follow_optimisers():
+    model = torch.nn.Linear(10, 10)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 10)).sum().backward()
+    opt.step()
+    found = resident_storages(model, opt, {"again": model})
+    # weight, bias, their grads, and exp_avg/exp_avg_sq per parameter (step counters are tiny)
+    assert len(found) >= 8
+    assert len(found) == len({s.data_ptr() for s in found.values()})
+
+
+def test_step_time_excludes_evaluation(digits, monkeypatch):
+    real = harness.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "evaluate", slow_evaluate)
+    out = one_run(digits, "train_only", steps=20)
+    assert out.time_per_step_ms < 200
+
+
+def test_diverging_run_is_reported_not_raised(digits, extra_methods):
+    out = one_run(digits, "exploding", steps=20)
+    assert out.status == "diverged"
+    assert "lower the learning rate" in out.error
+    assert pd.isna(out.final_metric)
+
+
+def test_weights_are_exported_with_groups(digits, extra_methods):
+    out = one_run(digits, "constw", steps=10)
+    w = out.weights
+    assert list(w.columns) == ["index", "weight", "group"]
+    assert set(w.group) == {"minority", "majority"}
+    assert w.weight.iloc[-1] == pytest.approx(1.0)
+    means = out.curves[out.curves.split == "weights"]
+    assert set(means.metric_name) == {"mean_weight:minority", "mean_weight:majority"}

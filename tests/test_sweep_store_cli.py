@@ -1,0 +1,150 @@
+"""Resume, the store's atomic writes, and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from benchmarks import harness, sweep
+from benchmarks.cli import main
+from benchmarks.store import CURVE_COLUMNS, RUN_COLUMNS, Store
+
+FAST = ["--scenario", "balancing", "--source", "digits", "--steps", "12",
+        "--set", "eval_every=6", "--no-progress"]
+
+
+def run_cli(tmp_path, *extra):
+    return main(["run", *FAST, "--methods", "train_only,mixing", "--seeds", "0,1",
+                 "--out", str(tmp_path), *extra])
+
+
+def test_cli_run_writes_the_output_contract(tmp_path):
+    assert run_cli(tmp_path) == 0
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert list(runs.columns) == RUN_COLUMNS
+    assert len(runs) == 4 and set(runs.status) == {"ok"}
+    assert set(runs.method) == {"train_only", "mixing"} and set(runs.seed) == {0, 1}
+    assert (runs.steps == 12).all() and runs.run_id.is_unique
+    assert runs.time_per_step_ms.gt(0).all() and runs.peak_mem_mb.gt(0).all()
+    config = json.loads(runs.config_json[0])
+    assert config["settings"]["steps"] == 12 and config["source"] == "digits"
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert list(curves.columns) == CURVE_COLUMNS
+    assert set(curves.run_id) == set(runs.run_id)
+    assert {"test", "meta"} <= set(curves.split)
+    final = curves[(curves.split == "test") & (curves.step == 12)].set_index("run_id")["value"]
+    assert final.loc[runs.run_id].tolist() == runs.final_metric.tolist()
+
+
+def test_second_identical_command_does_no_training(tmp_path, monkeypatch, capsys):
+    assert run_cli(tmp_path) == 0
+    before = (tmp_path / "runs.csv").read_text()
+
+    def no_training(*a, **k):
+        raise AssertionError("a complete run was trained again")
+
+    monkeypatch.setattr(sweep, "run", no_training)
+    assert run_cli(tmp_path) == 0
+    assert "0 runs done, 4 skipped" in capsys.readouterr().out
+    assert (tmp_path / "runs.csv").read_text() == before
+
+
+def test_changed_setting_is_a_new_run(tmp_path):
+    assert run_cli(tmp_path) == 0
+    assert run_cli(tmp_path, "--set", "meta_per_class=5") == 0
+    assert len(pd.read_csv(tmp_path / "runs.csv")) == 8
+
+
+def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch):
+    real_run = harness.run
+    calls = {"n": 0}
+
+    def interrupt_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_run(*a, **k)
+
+    monkeypatch.setattr(sweep, "run", interrupt_second)
+    assert run_cli(tmp_path) == 130
+    assert len(pd.read_csv(tmp_path / "runs.csv")) == 1
+    monkeypatch.setattr(sweep, "run", real_run)
+    assert run_cli(tmp_path) == 0
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == 4 and runs.run_id.is_unique
+
+
+def test_failed_run_is_recorded_retried_and_replaced(tmp_path, monkeypatch):
+    real_run = harness.run
+
+    def fail_mixing(spec, *a, **k):
+        if spec.method == "mixing":
+            raise RuntimeError("boom")
+        return real_run(spec, *a, **k)
+
+    monkeypatch.setattr(sweep, "run", fail_mixing)
+    assert run_cli(tmp_path) == 1
+    runs = pd.read_csv(tmp_path / "runs.csv", keep_default_na=False)
+    assert sorted(runs.status) == ["error", "error", "ok", "ok"]
+    assert runs[runs.status == "error"].error.str.contains("RuntimeError: boom").all()
+    monkeypatch.setattr(sweep, "run", real_run)
+    assert run_cli(tmp_path) == 0
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == 4 and set(runs.status) == {"ok"}
+
+
+def test_store_replaces_a_runs_rows_instead_of_duplicating(tmp_path):
+    store = Store(tmp_path)
+    curves = pd.DataFrame({"step": [1, 2], "split": ["test"] * 2, "metric_name": ["acc"] * 2,
+                           "value": [0.1, 0.2]})
+    row = {c: "" for c in RUN_COLUMNS} | {"run_id": "abc", "status": "error"}
+    store.write(row, curves, None)
+    store.write(row | {"status": "ok"}, curves.assign(value=[0.3, 0.4]), None)
+    assert store.runs().status.tolist() == ["ok"]
+    assert store.curves().value.tolist() == [0.3, 0.4]
+    assert store.completed() == {"abc"}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_report_summarises_the_store(tmp_path, capsys):
+    assert run_cli(tmp_path) == 0
+    capsys.readouterr()
+    assert main(["report", "--out", str(tmp_path), "--format", "csv"]) == 0
+    table = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert set(table.method) == {"train_only", "mixing"} and (table.n == 2).all()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "nope"], "unknown method 'nope'"),
+    (["--methods", "mixing", "--set", "bogus=1"], "has no setting 'bogus'"),
+    (["--methods", "mixing", "--set", "random_select.beta=0.1"], "not among --methods"),
+    (["--methods", "random_select", "--set", "random_select.beta=abc"], "expected a float"),
+    (["--methods", "mixing", "--source", "nope"], "has no source 'nope'"),
+    (["--methods", "mixing", "--profile", "nope"], "has no profile 'nope'"),
+])
+def test_bad_input_gives_a_clear_message(tmp_path, capsys, argv, message):
+    args = ["run", "--scenario", "balancing", "--out", str(tmp_path), *argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_real_data_says_how_to_fix(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DPS_DATA_DIR", raising=False)
+    code = main(["run", "--scenario", "balancing", "--source", "mnist", "--methods", "mixing",
+                 "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 2
+    assert "--data-dir" in capsys.readouterr().err
+
+
+def test_list_and_help(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("balancing", "mnist1d", "quick", "paper", "random_select", "beta=0.05"):
+        assert name in out
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    assert exc.value.code == 0
+    assert "resum" in capsys.readouterr().out
