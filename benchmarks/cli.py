@@ -53,8 +53,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         defaults = {f.name: f.default for f in dataclasses.fields(scenario.Settings)}
         print("    settings: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
         if scenario.method_defaults:
-            print("    method defaults: " + ", ".join(
+            print("    shared method defaults: " + ", ".join(
                 f"{k}={v}" for k, v in scenario.method_defaults.items()))
+        for method, values in scenario.method_settings.items():
+            print(f"    {method} defaults: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        for profile, per_method in scenario.profile_method_settings.items():
+            for method, values in per_method.items():
+                print(f"    {method} defaults in profile {profile}: "
+                      + ", ".join(f"{k}={v}" for k, v in values.items()))
     print("methods:")
     for name in list_methods():
         cls = get_method(name)

@@ -106,11 +106,12 @@ def parse_sets(items: list[str], scenario: Scenario, methods: list[str]
     return settings, hparams
 
 
-def resolve_hparams(scenario: Scenario, method: str, overrides: dict[str, Any]) -> Any:
-    """The method's Hparams: declared defaults <- the scenario's shared defaults <- overrides."""
+def resolve_hparams(scenario: Scenario, method: str, overrides: dict[str, Any],
+                    profile: str = "quick") -> Any:
+    """The method's Hparams: declared defaults <- the scenario's (and profile's) <- overrides."""
     cls = get_method(method).Hparams
     names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in scenario.method_defaults.items() if k in names}
+    values = scenario.hparam_defaults(method, names, profile)
     values.update(overrides)
     try:
         return cls(**values)

@@ -102,6 +102,10 @@ class SplitBatches:
         return Batch(self.x[idx], self.y[idx], idx)
 
 
+def _on_device(split: Split, device: torch.device) -> Split:
+    return Split(split.x.to(device), split.y.to(device), split.group)
+
+
 @dataclass
 class RunOutcome:
     """What one run produced: summary fields, curves rows, and per-example weights (or None)."""
@@ -147,18 +151,28 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     seed_everything(run_seed)
     model = scenario.make_model(data, settings).to(device)
     gen = torch.Generator().manual_seed(run_seed)
+    train, meta = _on_device(data.train, device), _on_device(data.meta, device)
+
+    def forward_features(x: Tensor) -> tuple[Tensor, Tensor]:
+        features = model.features(x)
+        return model.head(features), features
+
     ctx = Context(
-        model=model, make_optimizer=make_optimizer(settings), n_train=len(data.train),
-        n_meta=len(data.meta), loss=scenario.loss, embed=lambda x: model.features(x).detach(),
+        model=model, make_optimizer=make_optimizer(settings), n_train=len(train),
+        n_meta=len(meta), loss=scenario.loss, embed=lambda x: model.features(x).detach(),
         device=device, num_classes=data.num_classes,
         generator=torch.Generator().manual_seed(derive_seed(run_seed, "method")),
+        forward_features=forward_features,
+        train_set=Batch(train.x, train.y, torch.arange(len(train), device=device)),
+        meta_set=Batch(meta.x, meta.y, torch.arange(len(meta), device=device)),
     )
     cls = get_method(spec.method)
     method: Method = cls(ctx, cls.Hparams(**spec.hparams))
-    train_batches = PoolBatches(method.pool(), data.train, data.meta, settings.batch_size, gen,
-                                device)
-    meta_batches = (SplitBatches(data.meta, settings.meta_batch_size, gen, device)
+    train_batches = PoolBatches(method.pool(), train, meta, settings.batch_size, gen, device)
+    meta_batches = (SplitBatches(meta, settings.meta_batch_size, gen, device)
                     if cls.uses_meta_batch else None)
+    datasets = [t for split in (train, meta) for t in (split.x, split.y)]
+    datasets += [ctx.train_set.index, ctx.meta_set.index]
 
     timer = StepTimer(device)
     peaks: list[float] = []
@@ -172,7 +186,7 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
             bt = next(train_batches)
             bm = next(meta_batches) if meta_batches is not None else None
             if step in METERED_STEPS:
-                with peak_memory(device, method, bt, bm) as mem:
+                with peak_memory(device, method, bt, bm, exclude=datasets) as mem:
                     logs = method.step(bt, bm)
                 peaks.append(mem["peak_bytes"])
             else:

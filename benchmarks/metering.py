@@ -59,13 +59,16 @@ def _storages(obj: Any, seen: set[int], out: list[torch.UntypedStorage]) -> None
             _storages(v, seen, out)
 
 
-def resident_storages(*roots: Any) -> dict[int, torch.UntypedStorage]:
-    """Unique storages (by data pointer) of every tensor reachable from ``roots``."""
+def resident_storages(*roots: Any, exclude: Iterable[torch.Tensor] = ()
+                      ) -> dict[int, torch.UntypedStorage]:
+    """Unique storages (by data pointer) of every tensor reachable from ``roots``, except those of
+    ``exclude`` (the data sets a method may hold a reference to: they are not step memory)."""
     found: list[torch.UntypedStorage] = []
     seen: set[int] = set()
     for root in roots:
         _storages(root, seen, found)
-    return {s.data_ptr(): s for s in found if s.nbytes() > 0}
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    return {s.data_ptr(): s for s in found if s.nbytes() > 0 and s.data_ptr() not in skip}
 
 
 class CpuTensorMemory(TorchDispatchMode):
@@ -105,10 +108,11 @@ class CpuTensorMemory(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def peak_memory(device: torch.device, *roots: Any) -> Iterator[dict[str, float]]:
+def peak_memory(device: torch.device, *roots: Any, exclude: Iterable[torch.Tensor] = ()
+                ) -> Iterator[dict[str, float]]:
     """Measure the peak bytes of the enclosed step; yields a dict filled with ``peak_bytes``."""
     result: dict[str, float] = {}
-    resident = resident_storages(*roots)
+    resident = resident_storages(*roots, exclude=exclude)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

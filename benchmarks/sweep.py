@@ -62,7 +62,7 @@ def plan(scenario_name: str, source: str | None, profile: str, methods: list[str
     specs = []
     for seed in seeds:
         for method in methods:
-            hp = resolve_hparams(scenario, method, hparam_overrides.get(method, {}))
+            hp = resolve_hparams(scenario, method, hparam_overrides.get(method, {}), profile)
             specs.append(RunSpec(scenario_name, source, profile, method, seed, asdict(settings),
                                  asdict(hp)))
     return specs
@@ -143,5 +143,5 @@ def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: f
         "time_per_step_ms": float("nan"), "peak_mem_mb": float("nan"),
         "device": str(device), "status": status, "error": error,
         "config_json": spec.to_json(), "torch_version": torch.__version__, "git_sha": git_sha(),
-        "wall_s": round(wall_s, 3),
+        "wall_s": round(wall_s, 3), "threads": torch.get_num_threads(),
     }

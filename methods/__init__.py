@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "meta_only": "methods.meta_only:MetaOnly",
     "dup_meta": "methods.dup_meta:DupMeta",
     "random_select": "methods.random_select:RandomSelect",
+    "bads": "methods.bads:BADS",
 }
 
 

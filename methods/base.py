@@ -54,7 +54,10 @@ class Context:
 
     loss(output, target) -> per-example losses l(z; theta), shape [B].
     embed(x) -> detached embedding e_i of each input, used by weight networks.
+    forward_features(x) -> (output, embedding) from one forward pass (embedding not detached).
     make_optimizer(params) -> the scenario's model optimiser (for example SGD, lr 1e-3).
+    train_set / meta_set: all of Dt / Dm as one Batch each (on ``device``), for methods that
+    need offline passes (scoring, exporting every example's weight); never sampled per step.
     generator: the method's own seeded RNG (on the CPU).
     """
 
@@ -67,6 +70,14 @@ class Context:
     device: torch.device
     num_classes: int
     generator: torch.Generator = dataclasses.field(default_factory=torch.Generator)
+    forward_features: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+    train_set: Batch | None = None
+    meta_set: Batch | None = None
+
+    def __post_init__(self) -> None:
+        if self.forward_features is None:
+            model = self.model
+            self.forward_features = lambda x: (model(x), model.features(x))
 
 
 @dataclass

@@ -85,6 +85,10 @@ class Scenario(ABC):
     source_settings: ClassVar[dict[str, dict[str, Any]]] = {}
     method_defaults: ClassVar[dict[str, Any]] = {}
     """Hyperparameter defaults this scenario sets for every method that declares them (e.g. beta)."""
+    method_settings: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Per-method hyperparameter defaults: {method: {name: value}}."""
+    profile_method_settings: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    """Per-profile, per-method defaults: {profile: {method: {name: value}}}; these win."""
     metric_name: ClassVar[str] = "accuracy"
 
     @property
@@ -96,6 +100,13 @@ class Scenario(ABC):
         settings = self.Settings(**merged)
         settings.validate()
         return settings
+
+    def hparam_defaults(self, method: str, names: set[str], profile: str) -> dict[str, Any]:
+        """This scenario's defaults for ``method``'s hyperparameters ``names`` under ``profile``."""
+        values = {k: v for k, v in self.method_defaults.items() if k in names}
+        values.update(self.method_settings.get(method, {}))
+        values.update(self.profile_method_settings.get(profile, {}).get(method, {}))
+        return values
 
     @abstractmethod
     def build(self, source: SourceData, settings: TrainSettings, seed: int) -> ScenarioData:
