@@ -102,7 +102,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = Store(args.out)
     if not store.runs_path.exists():
         raise DpsBenchError(f"no runs.csv in {args.out}; run `dps-bench run ... --out {args.out}`")
-    table = summarize(store.runs())
+    table = summarize(store.runs(), store.curves())
     text = table.to_csv(index=False) if args.format == "csv" else to_markdown(table)
     print(text)
     return 0

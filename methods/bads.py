@@ -47,16 +47,13 @@ Choices where the paper is silent or its published values do not work (also in t
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import Batch, Context, Method
+from .weighting import ExampleWeights
 
 
 @dataclass
@@ -94,63 +91,6 @@ class BADSHparams:
             raise ValueError("sigma and lr_w must be positive and s_avg at least 1")
 
 
-class RowParams:
-    """Per-example logits φ_i with a lazily updated optimiser (Adam or SGD), stored anywhere.
-
-    Only the rows of a minibatch are read, updated (with their own Adam step counts) and written
-    back; the storage can be the device, host memory or a memory-mapped file.
-    """
-
-    def __init__(self, n: int, init: float, hp: BADSHparams, device: torch.device) -> None:
-        self.hp, self.device = hp, device
-        where = hp.weight_storage
-        cols = 4 if hp.w_optimizer == "adam" else 1  # φ, m, v, step
-        if where == "memmap":
-            fd, path = tempfile.mkstemp(prefix="bads-phi-", suffix=".f32")
-            os.close(fd)
-            array = np.memmap(path, dtype=np.float32, mode="w+", shape=(n, cols))
-            self.table = torch.from_numpy(array)
-            os.unlink(path)  # the mapping stays valid; the file vanishes with it
-        else:
-            self.table = torch.zeros(n, cols, dtype=torch.float32,
-                                     device=device if where == "device" else "cpu")
-        self.table.zero_()
-        self.table[:, 0] = init
-        self.on_device = where == "device"
-
-    def gather(self, index: Tensor) -> Tensor:
-        """φ_B as a fresh leaf on the device that requires grad."""
-        rows = index if self.on_device else index.cpu()
-        return self.table[rows, 0].to(self.device, non_blocking=True).requires_grad_(True)
-
-    @torch.no_grad()
-    def update(self, index: Tensor, phi: Tensor, grad: Tensor, noise_std: float) -> None:
-        """One optimiser step on the rows ``index`` (duplicates in a batch are summed first)."""
-        rows = index if self.on_device else index.cpu()
-        uniq, inv = torch.unique(rows, return_inverse=True)
-        g = torch.zeros(len(uniq), dtype=self.table.dtype, device=grad.device)
-        g.index_add_(0, inv.to(grad.device), grad.to(self.table.dtype))
-        state = self.table[uniq].to(self.device)
-        p = state[:, 0]
-        if self.hp.w_optimizer == "adam":
-            b1, b2, eps = 0.9, 0.999, 1e-8
-            state[:, 3] += 1
-            t = state[:, 3]
-            state[:, 1].mul_(b1).add_(g, alpha=1 - b1)
-            state[:, 2].mul_(b2).addcmul_(g, g, value=1 - b2)
-            m_hat = state[:, 1] / (1 - b1**t)
-            v_hat = state[:, 2] / (1 - b2**t)
-            p.sub_(self.hp.lr_w * m_hat / (v_hat.sqrt() + eps))
-        else:
-            p.sub_(self.hp.lr_w * g)
-        if noise_std > 0:
-            p.add_(torch.randn_like(p) * noise_std)
-        self.table[uniq] = state.to(self.table.device)
-
-    def all_logits(self) -> Tensor:
-        return self.table[:, 0]
-
-
 class BADS(Method):
     """Bayesian data point selection: SGLD on the joint posterior of θ and the weights w(φ)."""
 
@@ -165,35 +105,13 @@ class BADS(Method):
             for group in self.model_opt.param_groups:
                 group["lr"] = hp.lr_theta
         init = math.log(hp.beta / (1 - hp.beta)) if hp.bias_init == "logit_beta" else 0.0
-        if hp.weights == "net":
-            emb_dim = self._embedding_dim()
-            in_dim = emb_dim + (ctx.num_classes if hp.concat_label else 0)
-            self.weight_net = nn.Linear(in_dim, 1).to(ctx.device)
-            nn.init.constant_(self.weight_net.bias, init)
-            opt = torch.optim.Adam if hp.w_optimizer == "adam" else torch.optim.SGD
-            self.weight_opt = opt(self.weight_net.parameters(), lr=hp.lr_w)
-            self.rows = None
-        else:
-            self.weight_net, self.weight_opt = None, None
-            self.rows = RowParams(ctx.n_train, init, hp, ctx.device)
+        self.w = ExampleWeights(ctx, hp.weights, init, hp.w_optimizer, hp.lr_w,
+                                concat_label=hp.concat_label, storage=hp.weight_storage)
         # recent minibatch mean weights; Ŝ is formed in float64 so that Ŝ − ⌊β·N_t⌋ keeps its
         # precision: in float32 its rounding error (~3e-6 at Σw = 25) times 1/σ² = 1e10 would
         # swamp the data term
         self.window = torch.zeros(hp.s_avg, device=ctx.device, dtype=torch.float64)
         self.t = 0
-
-    def _embedding_dim(self) -> int:
-        probe = self.ctx.train_set.x[:1] if self.ctx.train_set is not None else None
-        if probe is None:
-            raise ValueError("BADS with a weight network needs ctx.train_set to size its input")
-        with torch.no_grad():
-            return int(self.ctx.embed(probe).reshape(1, -1).shape[1])
-
-    def _net_input(self, emb: Tensor, y: Tensor) -> Tensor:
-        e = emb.detach().reshape(emb.shape[0], -1)
-        if self.hp.concat_label:
-            e = torch.cat([e, F.one_hot(y.long(), self.ctx.num_classes).to(e.dtype)], dim=1)
-        return e
 
     def _noise_std(self, lr: float) -> float:
         hp = self.hp
@@ -221,13 +139,7 @@ class BADS(Method):
         out, emb = ctx.forward_features(torch.cat([train.x, meta.x]))
         losses = ctx.loss(out, torch.cat([train.y, meta.y]))
         loss_t, loss_m = losses[:nb], losses[nb:]
-
-        if self.rows is None:
-            phi_b = None
-            w = torch.sigmoid(self.weight_net(self._net_input(emb[:nb], train.y))).squeeze(-1)
-        else:
-            phi_b = self.rows.gather(train.index)
-            w = torch.sigmoid(phi_b)
+        w = self.w(emb[:nb], train.y, train.index)
         s_hat = self.sum_estimate(w)
 
         u_theta = (hp.rho_theta_train * ctx.n_train * (w.detach() * loss_t).mean()
@@ -236,19 +148,14 @@ class BADS(Method):
         u_phi = u_prior + hp.rho_w * ctx.n_train * (w * loss_t.detach()).mean()
 
         self.model_opt.zero_grad(set_to_none=True)
-        if self.weight_opt is not None:
-            self.weight_opt.zero_grad(set_to_none=True)
+        self.w.zero_grad()
         (u_theta + u_phi).backward()
         params = [p for p in ctx.model.parameters() if p.grad is not None]
         if hp.prior_precision:
             torch._foreach_add_([p.grad for p in params], params, alpha=hp.prior_precision)
         self.model_opt.step()
         self._add_noise(self.model_opt)
-        if self.weight_opt is not None:
-            self.weight_opt.step()
-            self._add_noise(self.weight_opt)
-        else:
-            self.rows.update(train.index, phi_b, phi_b.grad, self._noise_std(hp.lr_w))
+        self.w.step(self._noise_std(hp.lr_w))
         self.t += 1
         return {"loss_train": loss_t.mean().detach(), "loss_meta": loss_m.mean().detach(),
                 "w_mean": w.mean().detach(), "sum_w": s_hat.detach()}
@@ -258,20 +165,9 @@ class BADS(Method):
         for group in opt.param_groups:
             std = self._noise_std(group["lr"])
             if std > 0:
-                params = [p for p in group["params"]]
+                params = list(group["params"])
                 torch._foreach_add_(params, [torch.randn_like(p) * std for p in params])
 
-    @torch.no_grad()
     def weights(self) -> Tensor:
         """w_i for every example of Dt under the current θ and φ."""
-        if self.rows is not None:
-            return torch.sigmoid(self.rows.all_logits()).cpu()
-        data = self.ctx.train_set
-        chunks = []
-        was_training = self.ctx.model.training
-        self.ctx.model.eval()
-        for i in range(0, len(data), 1000):
-            emb = self.ctx.embed(data.x[i: i + 1000])
-            chunks.append(torch.sigmoid(self.weight_net(self._net_input(emb, data.y[i: i + 1000]))))
-        self.ctx.model.train(was_training)
-        return torch.cat(chunks).squeeze(-1).cpu()
+        return self.w.all()

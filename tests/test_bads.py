@@ -62,7 +62,7 @@ def closed_form(method: BADS, ctx: Context, bt: Batch, bm: Batch):
     """∇_θ U_θ and ∇_φ U_φ written out by hand for the logistic model and linear weight net."""
     hp = method.hp
     a, b = ctx.model.head.weight.detach()[0], ctx.model.head.bias.detach()[0]
-    u, c = method.weight_net.weight.detach()[0], method.weight_net.bias.detach()[0]
+    u, c = method.w.net.weight.detach()[0], method.w.net.bias.detach()[0]
 
     def parts(batch):
         s = torch.sigmoid(batch.x @ a + b)
@@ -104,10 +104,10 @@ def test_step_follows_the_closed_form_gradients(term):
     bm = Batch(ctx.meta_set.x[:4], ctx.meta_set.y[:4], torch.arange(4))
     g_theta, g_phi = closed_form(method, ctx, bt, bm)
     theta0 = torch.cat([ctx.model.head.weight[0], ctx.model.head.bias]).detach().clone()
-    phi0 = torch.cat([method.weight_net.weight[0], method.weight_net.bias]).detach().clone()
+    phi0 = torch.cat([method.w.net.weight[0], method.w.net.bias]).detach().clone()
     method.step(bt, bm)
     theta1 = torch.cat([ctx.model.head.weight[0], ctx.model.head.bias]).detach()
-    phi1 = torch.cat([method.weight_net.weight[0], method.weight_net.bias]).detach()
+    phi1 = torch.cat([method.w.net.weight[0], method.w.net.bias]).detach()
     torch.testing.assert_close(theta0 - theta1, 0.5 * g_theta, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(phi0 - phi1, 0.05 * g_phi, rtol=1e-10, atol=1e-12)
     assert g_theta.abs().sum() > 0 or term == "sparsity_prior_only"
@@ -131,9 +131,9 @@ def test_weight_net_starts_at_beta_and_weights_cover_every_example():
     method, ctx = make_bads(BADSHparams(beta=0.2))
     w = method.weights()
     assert w.shape == (ctx.n_train,)
-    assert float(method.weight_net.bias.detach()) == pytest.approx(math.log(0.2 / 0.8))
+    assert float(method.w.net.bias.detach()) == pytest.approx(math.log(0.2 / 0.8))
     zero, _ = make_bads(BADSHparams(beta=0.2, bias_init="zero"))
-    assert float(zero.weight_net.bias.detach()) == 0.0
+    assert float(zero.w.net.bias.detach()) == 0.0
 
 
 @pytest.mark.parametrize("storage", ["cpu", "memmap"])

@@ -2,28 +2,48 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
-KEYS = ["scenario", "source", "profile", "method"]
+KEYS = ["scenario", "source", "profile", "method", "meta_per_class"]
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (scenario, source, profile, method) over the runs whose status is ok.
+def final_group_weights(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per run_id, the mean weight of each group at the last evaluation (columns w:<group>)."""
+    w = curves[curves["split"] == "weights"]
+    if w.empty:
+        return pd.DataFrame()
+    last = w[w["step"] == w.groupby("run_id")["step"].transform("max")]
+    table = last.pivot_table(index="run_id", columns="metric_name", values="value")
+    return table.rename(columns=lambda c: "w:" + c.split(":", 1)[-1])
+
+
+def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (scenario, source, profile, method, meta_per_class) over the ok runs.
 
     Columns: n (seeds), final_mean, final_std, best_mean, time_ms (median over seeds),
-    peak_mb (max over seeds), and n_bad (runs that diverged or failed).
+    peak_mb (max over seeds), n_bad (runs that diverged or failed) and, given the curves,
+    w:<group> (mean over seeds of each group's mean weight at the last evaluation).
     """
+    runs = runs.copy()
+    if len(runs):
+        settings = runs["config_json"].map(lambda c: json.loads(c)["settings"])
+        runs["meta_per_class"] = settings.map(lambda s: s.get("meta_per_class"))
+    if curves is not None and len(runs):
+        runs = runs.join(final_group_weights(curves), on="run_id")
     if runs.empty:
         return pd.DataFrame(columns=KEYS + ["n", "final_mean", "final_std", "best_mean",
                                             "time_ms", "peak_mb", "n_bad"])
     ok = runs[runs["status"] == "ok"]
-    table = ok.groupby(KEYS, sort=False).agg(
+    weight_cols = {c: (c, "mean") for c in runs.columns if c.startswith("w:")}
+    table = ok.groupby(KEYS, sort=False, dropna=False).agg(
         metric=("metric_name", "first"), n=("seed", "count"),
         final_mean=("final_metric", "mean"), final_std=("final_metric", "std"),
         best_mean=("best_metric", "mean"), time_ms=("time_per_step_ms", "median"),
-        peak_mb=("peak_mem_mb", "max"),
+        peak_mb=("peak_mem_mb", "max"), **weight_cols,
     )
-    bad = runs[runs["status"] != "ok"].groupby(KEYS, sort=False).size().rename("n_bad")
+    bad = runs[runs["status"] != "ok"].groupby(KEYS, sort=False, dropna=False).size().rename("n_bad")
     table = table.join(bad, how="outer").fillna({"n_bad": 0, "n": 0})
     return table.astype({"n": int, "n_bad": int}).reset_index()
 

@@ -1,0 +1,145 @@
+"""Persistent per-example weights w_i ∈ (0, 1), shared by BADS and the online bi-level baseline.
+
+Two parameterisations of φ:
+- ``net``: w_i = sigmoid(f_φ(e_i)), f_φ one linear layer on the model's detached embedding e_i
+  (concatenated with onehot(y_i) when ``concat_label``), trained by a torch optimiser;
+- ``per_sample``: w_i = sigmoid(φ_i), one free logit per training example. Only the rows of a
+  minibatch are read and updated (lazy Adam with per-row step counts, or SGD), so a step costs
+  O(|Bt|) whatever N_t is, and the table of logits and optimiser state can live on the device,
+  in host memory (``storage="cpu"``) or in a memory-mapped file (``storage="memmap"``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Batch, Context
+
+
+class RowParams:
+    """Per-example logits φ_i with a lazily updated optimiser, stored anywhere."""
+
+    def __init__(self, n: int, init: float, optimizer: str, lr: float, storage: str,
+                 device: torch.device) -> None:
+        self.optimizer, self.lr, self.device = optimizer, lr, device
+        cols = 4 if optimizer == "adam" else 1  # φ, Adam's m, v and step count
+        if storage == "memmap":
+            fd, path = tempfile.mkstemp(prefix="dps-phi-", suffix=".f32")
+            os.close(fd)
+            array = np.memmap(path, dtype=np.float32, mode="w+", shape=(n, cols))
+            self.table = torch.from_numpy(array)
+            os.unlink(path)  # the mapping stays valid; the file vanishes with it
+        else:
+            self.table = torch.zeros(n, cols, dtype=torch.float32,
+                                     device=device if storage == "device" else "cpu")
+        self.table.zero_()
+        self.table[:, 0] = init
+        self.on_device = storage == "device"
+
+    def gather(self, index: Tensor) -> Tensor:
+        """φ_B as a fresh leaf on the device that requires grad."""
+        rows = index if self.on_device else index.cpu()
+        return self.table[rows, 0].to(self.device, non_blocking=True).requires_grad_(True)
+
+    @torch.no_grad()
+    def update(self, index: Tensor, grad: Tensor, noise_std: float = 0.0) -> None:
+        """One optimiser step on the rows ``index`` (duplicate rows' gradients are summed)."""
+        rows = index if self.on_device else index.cpu()
+        uniq, inv = torch.unique(rows, return_inverse=True)
+        g = torch.zeros(len(uniq), dtype=self.table.dtype, device=grad.device)
+        g.index_add_(0, inv.to(grad.device), grad.to(self.table.dtype))
+        state = self.table[uniq].to(self.device)
+        p = state[:, 0]
+        if self.optimizer == "adam":
+            b1, b2, eps = 0.9, 0.999, 1e-8
+            state[:, 3] += 1
+            t = state[:, 3]
+            state[:, 1].mul_(b1).add_(g, alpha=1 - b1)
+            state[:, 2].mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.sub_(self.lr * (state[:, 1] / (1 - b1**t)) / ((state[:, 2] / (1 - b2**t)).sqrt() + eps))
+        else:
+            p.sub_(self.lr * g)
+        if noise_std > 0:
+            p.add_(torch.randn_like(p) * noise_std)
+        self.table[uniq] = state.to(self.table.device)
+
+
+class ExampleWeights:
+    """w(φ) for a minibatch, φ's optimiser step, and every example's current weight."""
+
+    def __init__(self, ctx: Context, kind: str, init_logit: float, optimizer: str, lr: float,
+                 concat_label: bool = False, storage: str = "device") -> None:
+        self.ctx, self.kind, self.concat_label = ctx, kind, concat_label
+        self._rows: tuple[Tensor, Tensor] | None = None
+        if kind == "net":
+            in_dim = embedding_dim(ctx) + (ctx.num_classes if concat_label else 0)
+            self.net = nn.Linear(in_dim, 1).to(ctx.device)
+            nn.init.constant_(self.net.bias, init_logit)
+            cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+            self.opt = cls(self.net.parameters(), lr=lr)
+            self.table = None
+        elif kind == "per_sample":
+            self.net, self.opt = None, None
+            self.table = RowParams(ctx.n_train, init_logit, optimizer, lr, storage, ctx.device)
+        else:
+            raise ValueError(f"unknown weight parameterisation {kind!r}")
+
+    def _net_input(self, emb: Tensor, y: Tensor) -> Tensor:
+        e = emb.detach().reshape(emb.shape[0], -1)
+        if self.concat_label:
+            e = torch.cat([e, F.one_hot(y.long(), self.ctx.num_classes).to(e.dtype)], dim=1)
+        return e
+
+    def __call__(self, emb: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        """w_i for the batch (differentiable w.r.t. φ); ``emb`` is detached here."""
+        if self.net is not None:
+            return torch.sigmoid(self.net(self._net_input(emb, y))).squeeze(-1)
+        phi = self.table.gather(index)
+        self._rows = (index, phi)
+        return torch.sigmoid(phi)
+
+    def zero_grad(self) -> None:
+        if self.opt is not None:
+            self.opt.zero_grad(set_to_none=True)
+
+    def step(self, noise_std: float = 0.0) -> None:
+        """Apply φ's gradient (from the last backward), then add N(0, noise_std²) noise."""
+        if self.opt is not None:
+            self.opt.step()
+            if noise_std > 0:
+                with torch.no_grad():
+                    params = list(self.net.parameters())
+                    torch._foreach_add_(params, [torch.randn_like(p) * noise_std for p in params])
+        else:
+            index, phi = self._rows
+            self.table.update(index, phi.grad, noise_std)
+            self._rows = None
+
+    @torch.no_grad()
+    def all(self) -> Tensor:
+        """w_i for every example of Dt under the current model and φ (on the CPU)."""
+        if self.table is not None:
+            return torch.sigmoid(self.table.table[:, 0]).cpu()
+        data: Batch = self.ctx.train_set
+        model = self.ctx.model
+        was_training = model.training
+        model.eval()
+        chunks = [torch.sigmoid(self.net(self._net_input(self.ctx.embed(data.x[i: i + 1000]),
+                                                         data.y[i: i + 1000])))
+                  for i in range(0, len(data), 1000)]
+        model.train(was_training)
+        return torch.cat(chunks).squeeze(-1).cpu()
+
+
+def embedding_dim(ctx: Context) -> int:
+    """Width of ctx.embed's output, probed on one training example."""
+    if ctx.train_set is None:
+        raise ValueError("a weight network needs ctx.train_set to size its input")
+    with torch.no_grad():
+        return int(ctx.embed(ctx.train_set.x[:1]).reshape(1, -1).shape[1])
