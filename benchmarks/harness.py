@@ -134,8 +134,8 @@ def evaluate(model: torch.nn.Module, split: Split, metric: Callable[[Tensor, Ten
 
 
 def _group_means(weights: Tensor, groups: Tensor, names: tuple[str, ...]) -> dict[str, float]:
-    w = weights.detach().float().cpu()
-    return {f"mean_weight:{n}": float(w[groups == c].mean()) for c, n in enumerate(names)
+    w = weights.detach().float().cpu()  # NaN marks an example without a weight yet (l2rw)
+    return {f"mean_weight:{n}": float(w[groups == c].nanmean()) for c, n in enumerate(names)
             if (groups == c).any()}
 
 

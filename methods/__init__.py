@@ -17,6 +17,9 @@ REGISTRY: dict[str, str] = {
     "dup_meta": "methods.dup_meta:DupMeta",
     "random_select": "methods.random_select:RandomSelect",
     "bads": "methods.bads:BADS",
+    "blo": "methods.blo:BLO",
+    "l2rw": "methods.l2rw:L2RW",
+    "mwn": "methods.mwn:MWN",
 }
 
 

@@ -1,0 +1,91 @@
+"""``blo``: online bi-level data weighting (Ren et al. 2018; Grangier et al. 2023, "Adaptive
+training distributions with scalable online bilevel optimization"), the paper's BLO baseline.
+
+Persistent weights w_i = sigmoid(·) with the same parameterisations as BADS (a linear weight
+network on the model's detached embedding, or one logit per example), normalised over the
+minibatch: w̃_i = w_i / Σ_{k∈Bt} w_k. Per step, with k inner steps of size α:
+
+    θ'_0 = θ,  θ'_{s+1} = θ'_s − α·∇_θ Σ_{i∈Bt} w̃_i(φ)·l(z_i; θ'_s)
+    φ ← opt_step(∇_φ mean_{j∈Bm} l(z_j; θ'_k))                 (hypergradient through the unroll)
+    θ ← opt_step(∇_θ Σ_{i∈Bt} w̃_i·l(z_i; θ)) with the updated weights, held fixed.
+
+Normalising by the minibatch sum makes the inner step size independent of the weights' scale,
+so the outer problem can only move weight between examples, not shrink the step (the choice the
+issue asks us to document; Ren et al. normalise the same way). The initial weights are all 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import Batch, Context, Method
+from .l2rw import inner_lr_of
+from .lookahead import BACKENDS, lookahead_meta_loss
+from .weighting import ExampleWeights
+
+
+@dataclass
+class BLOHparams:
+    """k: inner steps; inner_lr: α (0 = the model optimiser's lr); lr_w, w_optimizer: φ's
+    optimiser; weights: net | per_sample; weight_storage: device | cpu | memmap (per_sample)."""
+
+    k: int = 1
+    inner_lr: float = 0.0
+    lr_w: float = 1e-3
+    w_optimizer: str = "adam"
+    weights: str = "net"
+    concat_label: bool = False
+    weight_storage: str = "device"
+    backend: str = "higher"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.k < 1 or self.lr_w <= 0 or self.inner_lr < 0:
+            raise ValueError("k must be at least 1, lr_w positive and inner_lr >= 0")
+        if self.weights not in ("net", "per_sample") or self.w_optimizer not in ("adam", "sgd"):
+            raise ValueError("weights must be net|per_sample and w_optimizer adam|sgd")
+
+
+def normalised(w: Tensor) -> Tensor:
+    return w / w.sum()
+
+
+class BLO(Method):
+    """Online bi-level optimisation of persistent example weights through a k-step unroll."""
+
+    Hparams = BLOHparams
+
+    def __init__(self, ctx: Context, hparams: BLOHparams | None = None) -> None:
+        super().__init__(ctx, hparams)
+        hp = self.hp
+        self.opt = ctx.make_optimizer(ctx.model.parameters())
+        self.alpha = inner_lr_of(self.opt, hp.inner_lr)
+        self.w = ExampleWeights(ctx, hp.weights, 0.0, hp.w_optimizer, hp.lr_w,
+                                concat_label=hp.concat_label, storage=hp.weight_storage)
+
+    def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
+        assert meta is not None, "blo needs a meta batch"
+        ctx = self.ctx
+        emb = ctx.embed(train.x) if self.w.net is not None else train.x
+        w = normalised(self.w(emb, train.y, train.index))
+        meta_loss = lookahead_meta_loss(
+            ctx.model, train.x, lambda out: (w * ctx.loss(out, train.y)).sum(), meta, ctx.loss,
+            steps=self.hp.k, inner_lr=self.alpha, backend=self.hp.backend)
+        self.w.zero_grad()
+        meta_loss.backward()
+        self.w.step()
+
+        with torch.no_grad():
+            w_new = normalised(self.w(emb, train.y, train.index))
+        self.opt.zero_grad(set_to_none=True)
+        losses = ctx.loss(ctx.model(train.x), train.y)
+        (w_new * losses).sum().backward()
+        self.opt.step()
+        return {"loss": losses.mean().detach(), "loss_meta_lookahead": meta_loss.detach()}
+
+    def weights(self) -> Tensor:
+        return self.w.all()

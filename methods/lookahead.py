@@ -1,0 +1,65 @@
+"""The k-step look-ahead meta loss that bi-level (BLO) methods differentiate, two backends.
+
+Given per-example train weights w (any differentiable function of the outer variables),
+
+    θ'_0 = θ,   θ'_{s+1} = θ'_s − α·∇_θ L_t(θ'_s; w),   s = 0..k−1,
+    L_t(θ; w) = weigh(f_θ(x_Bt)),   L_m(θ'_k) = mean_{j∈Bm} l(z_j; θ'_k),
+
+and returns L_m(θ'_k), whose gradient reaches w through the unrolled inner SGD steps (with
+create_graph, i.e. second order). θ itself receives no gradient: the unroll starts from a detached
+copy. Backends:
+- ``higher``: ``higher.innerloop_ctx`` with a differentiable SGD (the design card's library);
+- ``func``: ``torch.func.functional_call`` and an explicit ``autograd.grad(create_graph=True)``
+  unroll, no third-party dependency.
+Both compute the same function and hence the same hypergradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .base import Batch
+
+BACKENDS = ("higher", "func")
+
+
+def lookahead_meta_loss(model: nn.Module, train_x: Tensor, weigh: Callable[[Tensor], Tensor],
+                        meta: Batch, loss: Callable[[Tensor, Tensor], Tensor], steps: int,
+                        inner_lr: float, backend: str = "higher") -> Tensor:
+    """L_m(θ'_k) after ``steps`` differentiable SGD steps of size ``inner_lr`` on ``weigh``.
+
+    ``weigh(outputs)`` maps the (fast) model's outputs on ``train_x`` to the scalar weighted train
+    loss; the weights it applies are what the returned loss is differentiated against.
+    """
+    if steps < 1:
+        raise ValueError(f"the look-ahead needs at least one inner step, got {steps}")
+    if backend == "higher":
+        return _higher(model, train_x, weigh, meta, loss, steps, inner_lr)
+    if backend == "func":
+        return _func(model, train_x, weigh, meta, loss, steps, inner_lr)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _higher(model, train_x, weigh, meta, loss, steps, inner_lr) -> Tensor:
+    import higher
+
+    inner = torch.optim.SGD(model.parameters(), lr=inner_lr)
+    with higher.innerloop_ctx(model, inner, copy_initial_weights=True,
+                              track_higher_grads=True) as (fmodel, diffopt):
+        for _ in range(steps):
+            diffopt.step(weigh(fmodel(train_x)))
+        return loss(fmodel(meta.x), meta.y).mean()
+
+
+def _func(model, train_x, weigh, meta, loss, steps, inner_lr) -> Tensor:
+    params = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    for _ in range(steps):
+        train_loss = weigh(functional_call(model, (params, buffers), (train_x,)))
+        grads = torch.autograd.grad(train_loss, list(params.values()), create_graph=True)
+        params = {n: p - inner_lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
+    return loss(functional_call(model, (params, buffers), (meta.x,)), meta.y).mean()

@@ -1,0 +1,182 @@
+"""The bi-level baselines: hypergradients against closed forms and finite differences, both
+backends; l2rw's weights on flipped labels; blo's memory against the number of inner steps."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.metering import peak_memory
+from methods import Batch, Context, get_method
+from methods.lookahead import BACKENDS, lookahead_meta_loss
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def squared(out, y):
+    return 0.5 * (out.squeeze(-1) - y) ** 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_step_hypergradient_matches_linear_regression_closed_form(backend):
+    """f(x) = θᵀx, l = ½(f − y)². At ε = 0, θ' = θ and
+    ∂L_m/∂ε_i = −α·(θᵀx_i − y_i)·x_iᵀ·(1/M)·Σ_j (θᵀx_j − y_j)·x_j."""
+    g = torch.Generator().manual_seed(0)
+    model = nn.Linear(3, 1, bias=False)
+    xt, yt = torch.randn(6, 3, generator=g), torch.randn(6, generator=g)
+    xm, ym = torch.randn(4, 3, generator=g), torch.randn(4, generator=g)
+    eps = torch.zeros(6, requires_grad=True)
+    alpha = 0.3
+    meta = lookahead_meta_loss(model, xt, lambda out: (eps * squared(out, yt)).sum(),
+                               Batch(xm, ym, torch.arange(4)), squared, 1, alpha, backend)
+    (grad,) = torch.autograd.grad(meta, eps)
+    theta = model.weight.detach()[0]
+    meta_grad = ((xm @ theta - ym)[:, None] * xm).mean(0)
+    expected = -alpha * (xt @ theta - yt) * (xt @ meta_grad)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+    assert model.weight.grad is None  # the real model gets no gradient from the unroll
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_k_step_hypergradient_matches_finite_differences(backend, steps):
+    g = torch.Generator().manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1))
+    xt, yt = torch.randn(7, 3, generator=g), (torch.rand(7, generator=g) < 0.5).double()
+    meta = Batch(torch.randn(5, 3, generator=g), torch.rand(5, generator=g).round(), torch.arange(5))
+
+    def bce(out, y):
+        return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")
+
+    def meta_loss(w):
+        return lookahead_meta_loss(model, xt, lambda out: (w * bce(out, yt)).sum(), meta, bce,
+                                   steps, 0.5, backend)
+
+    w0 = torch.rand(7, generator=g)
+    w = w0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(meta_loss(w), w)
+    h = 1e-6
+    fd = torch.stack([(meta_loss(w0 + h * e) - meta_loss(w0 - h * e)) / (2 * h)
+                      for e in torch.eye(7)]).detach()
+    torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-9)
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(2, 8), nn.Tanh())
+        self.head = nn.Linear(8, 1)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def bce(out, y):
+    return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")
+
+
+def make_ctx(model, n_train=16, n_meta=8, lr=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train, 2, generator=g)
+    y = (x[:, 0] > 0).double()
+    xm = torch.randn(n_meta, 2, generator=g)
+    ym = (xm[:, 0] > 0).double()
+    return Context(model=model, make_optimizer=lambda p: torch.optim.SGD(p, lr=lr),
+                   n_train=n_train, n_meta=n_meta, loss=bce,
+                   embed=lambda v: model.features(v).detach(), device=torch.device("cpu"),
+                   num_classes=2, train_set=Batch(x, y, torch.arange(n_train)),
+                   meta_set=Batch(xm, ym, torch.arange(n_meta)))
+
+
+@pytest.mark.parametrize("name, hp", [("l2rw", {}), ("mwn", {}), ("blo", {"k": 2}),
+                                      ("blo", {"weights": "per_sample"})])
+def test_both_backends_take_the_same_step(name, hp):
+    torch.manual_seed(0)
+    base = Net()
+    results = []
+    for backend in BACKENDS:
+        model = copy.deepcopy(base)
+        ctx = make_ctx(model)
+        cls = get_method(name)
+        torch.manual_seed(1)
+        method = cls(ctx, cls.Hparams(backend=backend, **hp))
+        for _ in range(3):
+            method.step(ctx.train_set, ctx.meta_set)
+        results.append((torch.cat([p.detach().flatten() for p in model.parameters()]),
+                        method.weights()))
+    (p_higher, w_higher), (p_func, w_func) = results
+    torch.testing.assert_close(p_higher, p_func, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(w_higher.double(), w_func.double(), rtol=1e-6, atol=1e-8,
+                               equal_nan=True)
+    assert torch.isfinite(p_higher).all()
+
+
+def test_l2rw_puts_more_weight_on_the_clean_half_of_a_flipped_batch():
+    torch.manual_seed(0)
+    model = Net()
+    ctx = make_ctx(model, n_train=40, n_meta=20)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(100):  # a model that already knows the task, as after some training
+        opt.zero_grad()
+        bce(model(ctx.meta_set.x), ctx.meta_set.y).mean().backward()
+        opt.step()
+    x, y = ctx.train_set.x, ctx.train_set.y.clone()
+    y[20:] = 1 - y[20:]  # flip the second half
+    method = get_method("l2rw")(ctx)
+    w = method.batch_weights(Batch(x, y, torch.arange(40)), ctx.meta_set)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:20].sum() > 3 * w[20:].sum()
+
+
+def test_l2rw_falls_back_to_uniform_weights_when_all_are_clipped():
+    model = Net()
+    ctx = make_ctx(model)
+    method = get_method("l2rw")(ctx)
+    # one input, label 1 in Bt and 0 in Bm: (σ − 1)·σ < 0, so every example's gradient opposes
+    # the meta gradient, every −g_i is clipped to 0, and the fallback gives 1/|Bt| each
+    x = ctx.train_set.x[:1].repeat(5, 1)
+    train = Batch(x, torch.ones(5), torch.arange(5))
+    w = method.batch_weights(train, Batch(x, torch.zeros(5), torch.arange(5)))
+    assert (w == w[0]).all() and w.sum() == pytest.approx(1.0)
+
+
+def test_blo_memory_grows_with_the_number_of_inner_steps():
+    peaks = []
+    for k in (1, 2, 5):
+        torch.manual_seed(0)
+        model = Net()
+        ctx = make_ctx(model, n_train=64, n_meta=32)
+        method = get_method("blo")(ctx, get_method("blo").Hparams(k=k))
+        method.step(ctx.train_set, ctx.meta_set)
+        with peak_memory(torch.device("cpu"), method, exclude=[ctx.train_set.x, ctx.meta_set.x]) as m:
+            method.step(ctx.train_set, ctx.meta_set)
+        peaks.append(m["peak_bytes"])
+    assert peaks[0] < peaks[1] < peaks[2]
+
+
+@pytest.mark.parametrize("name", ["blo", "l2rw", "mwn"])
+def test_every_method_exports_one_weight_per_training_example(name):
+    model = Net()
+    ctx = make_ctx(model)
+    method = get_method(name)(ctx)
+    half = Batch(ctx.train_set.x[:8], ctx.train_set.y[:8], torch.arange(8))
+    method.step(half, ctx.meta_set)
+    w = method.weights()
+    assert w.shape == (16,)
+    seen = w[:8]
+    assert torch.isfinite(seen).all() and (seen >= 0).all()
+    if name == "l2rw":
+        assert torch.isnan(w[8:]).all()  # never drawn: no weight yet
