@@ -8,6 +8,7 @@ repeated on the same machine gives identical curves on the CPU.
 Batches: the train pool the method declares is shuffled once per epoch and cut into batches of
 ``min(batch_size, |pool|)``; Bm likewise from Dm with ``min(meta_batch_size, N_m)``.
 Metering: steps 1 and 2 (0-based) are metered for peak memory; every other step is timed.
+A method's offline ``prepare()`` (e.g. CDS's scoring) runs before the loop and is timed apart.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -119,7 +120,7 @@ class RunOutcome:
     wall_s: float
     curves: pd.DataFrame
     weights: pd.DataFrame | None = None
-    extra: dict[str, float] = field(default_factory=dict)
+    prepare_s: float = 0.0
 
 
 @torch.no_grad()
@@ -168,6 +169,9 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     )
     cls = get_method(spec.method)
     method: Method = cls(ctx, cls.Hparams(**spec.hparams))
+    prepare_started = time.perf_counter()
+    method.prepare()
+    prepare_s = time.perf_counter() - prepare_started
     train_batches = PoolBatches(method.pool(), train, meta, settings.batch_size, gen, device)
     meta_batches = (SplitBatches(meta, settings.meta_batch_size, gen, device)
                     if cls.uses_meta_batch else None)
@@ -234,5 +238,5 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
         time_per_step_ms=timer.median_ms(),
         peak_mem_mb=max(peaks) / 2**20 if peaks else float("nan"),
         wall_s=time.perf_counter() - started,
-        curves=frame, weights=weights_frame,
+        curves=frame, weights=weights_frame, prepare_s=prepare_s,
     )

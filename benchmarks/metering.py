@@ -19,6 +19,7 @@ the step allocates on top, net of what it frees.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -54,7 +55,7 @@ def _storages(obj: Any, seen: set[int], out: list[torch.UntypedStorage]) -> None
     elif isinstance(obj, (list, tuple, set)):
         for v in obj:
             _storages(v, seen, out)
-    elif hasattr(obj, "__dict__") and not isinstance(obj, type) and not callable(obj):
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type) and not inspect.isroutine(obj):
         for v in vars(obj).values():
             _storages(v, seen, out)
 
@@ -113,17 +114,21 @@ def peak_memory(device: torch.device, *roots: Any, exclude: Iterable[torch.Tenso
     """Measure the peak bytes of the enclosed step; yields a dict filled with ``peak_bytes``."""
     result: dict[str, float] = {}
     resident = resident_storages(*roots, exclude=exclude)
+    # No strong reference to a resident storage may outlive this point: one would keep a
+    # gradient that the step frees (zero_grad(set_to_none=True)) alive and counted twice.
     if device.type == "cuda":
+        owned = sum(s.nbytes() for s in resident.values() if s.device.type == "cuda")
+        del resident
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         start = torch.cuda.memory_allocated(device)
         yield result
         torch.cuda.synchronize(device)
         extra = torch.cuda.max_memory_allocated(device) - start
-        owned = sum(s.nbytes() for s in resident.values() if s.device.type == "cuda")
         result["peak_bytes"] = float(owned + max(0, extra))
     else:
         counter = CpuTensorMemory(resident.values())
+        del resident
         with counter:
             yield result
         result["peak_bytes"] = float(counter.peak)

@@ -116,7 +116,8 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
             continue
         row = _row(spec, dev, outcome.status, outcome.error, outcome.wall_s)
         row.update(final_metric=outcome.final_metric, best_metric=outcome.best_metric,
-                   time_per_step_ms=outcome.time_per_step_ms, peak_mem_mb=outcome.peak_mem_mb)
+                   time_per_step_ms=outcome.time_per_step_ms, peak_mem_mb=outcome.peak_mem_mb,
+                   prepare_s=round(outcome.prepare_s, 3))
         store.write(row, outcome.curves, outcome.weights)
         bar.update(spec.settings["steps"] - last[0])
         tqdm.write(f"[{i}/{len(todo)}] {spec.method} seed={spec.seed}: {outcome.status} "
@@ -143,5 +144,5 @@ def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: f
         "time_per_step_ms": float("nan"), "peak_mem_mb": float("nan"),
         "device": str(device), "status": status, "error": error,
         "config_json": spec.to_json(), "torch_version": torch.__version__, "git_sha": git_sha(),
-        "wall_s": round(wall_s, 3), "threads": torch.get_num_threads(),
+        "wall_s": round(wall_s, 3), "threads": torch.get_num_threads(), "prepare_s": 0.0,
     }

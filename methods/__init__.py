@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "blo": "methods.blo:BLO",
     "l2rw": "methods.l2rw:L2RW",
     "mwn": "methods.mwn:MWN",
+    "cds": "methods.cds:CDS",
 }
 
 

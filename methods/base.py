@@ -101,6 +101,9 @@ class Method(ABC):
         if not isinstance(self.hp, self.Hparams):
             raise TypeError(f"{type(self).__name__} expects {self.Hparams.__name__}, got {self.hp!r}")
 
+    def prepare(self) -> None:  # noqa: B027 (an optional hook, empty by default)
+        """Offline work before the first step (e.g. scoring Dt); timed apart from the steps."""
+
     def pool(self) -> Pool:
         """What training batches are drawn from; all of Dt unless overridden."""
         return Pool()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -146,3 +147,28 @@ def test_weights_are_exported_with_groups(digits, extra_methods):
     assert w.weight.iloc[-1] == pytest.approx(1.0)
     means = out.curves[out.curves.split == "weights"]
     assert set(means.metric_name) == {"mean_weight:minority", "mean_weight:majority"}
+
+
+def test_gradient_freed_and_reallocated_by_a_step_is_counted_once():
+    model = torch.nn.Linear(2048, 2048, bias=False)  # 16 MiB of weights
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 2048)
+    for metered in (False, True):  # the second step starts with a 16 MiB gradient to free
+        ctx = peak_memory(torch.device("cpu"), model, opt) if metered else contextlib.nullcontext({})
+        with ctx as m:
+            opt.zero_grad(set_to_none=True)
+            model(x).sum().backward()
+            opt.step()
+    assert 32 * MIB <= m["peak_bytes"] < 33 * MIB  # weights + one gradient, not two
+
+
+def test_objects_with_call_are_walked_for_resident_tensors():
+    class Holder:
+        def __init__(self):
+            self.table = torch.zeros(MIB)  # 4 MiB
+
+        def __call__(self):
+            return self.table
+
+    found = resident_storages({"w": Holder(), "fn": lambda: None})
+    assert sum(s.nbytes() for s in found.values()) == 4 * MIB

@@ -1,0 +1,107 @@
+"""``cds``: Contrastive Data Selection (Wang, Watanabe, Macherey et al., 2018, "Denoising Neural
+Machine Translation Training with Trusted Data and Online Data Selection").
+
+Offline (``prepare``, timed apart from the steps): a copy θ_base of the initial model is trained
+on Dt, a copy of it is fine-tuned on Dm into θ_ft, and each training example gets the score
+
+    s_i = l(z_i; θ_base) − l(z_i; θ_ft)    (= log p(z_i; θ_ft) − log p(z_i; θ_base) for NLL losses)
+
+high where the target-tuned model likes z_i better than the Dt model does. Online, each uniform
+minibatch Bt keeps its top-k examples by s_i with k = max(1, ⌈max(β, r_floor)·|Bt|⌉): the selection
+ratio β shared with BADS, floored at ``r_floor`` of the minibatch so that small β still trains on
+something. The model takes a plain step on the mean loss of the kept examples. ``weights()`` is
+the selection indicator over Dt: 1 for the ⌊β·N_t⌋ best-scored examples, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .base import Batch, Context, Method
+
+
+@dataclass
+class CDSHparams:
+    """beta: selection ratio; r_floor: least fraction of a minibatch kept; the scoring models
+    train ``pretrain_steps`` on Dt and ``finetune_steps`` on Dm with the model optimiser."""
+
+    beta: float = 0.05
+    r_floor: float = 0.1
+    pretrain_steps: int = 1000
+    finetune_steps: int = 200
+    batch_size: int = 100
+
+    def __post_init__(self) -> None:
+        if not (0 < self.beta <= 1 and 0 <= self.r_floor <= 1):
+            raise ValueError("beta must lie in (0, 1] and r_floor in [0, 1]")
+        if self.pretrain_steps < 0 or self.finetune_steps < 0 or self.batch_size < 1:
+            raise ValueError("step counts must be >= 0 and batch_size >= 1")
+
+
+def train_copy(model: nn.Module, ctx: Context, data: Batch, steps: int, batch: int) -> nn.Module:
+    """``steps`` optimiser steps of the model optimiser on uniform minibatches of ``data``."""
+    opt = ctx.make_optimizer(model.parameters())
+    for _ in range(steps):
+        idx = torch.randint(len(data), (min(batch, len(data)),), generator=ctx.generator)
+        idx = idx.to(data.x.device)
+        opt.zero_grad(set_to_none=True)
+        ctx.loss(model(data.x[idx]), data.y[idx]).mean().backward()
+        opt.step()
+    return model
+
+
+@torch.no_grad()
+def losses_of(model: nn.Module, ctx: Context, data: Batch, chunk: int = 1000) -> Tensor:
+    model.eval()
+    out = torch.cat([ctx.loss(model(data.x[i: i + chunk]), data.y[i: i + chunk])
+                     for i in range(0, len(data), chunk)])
+    model.train()
+    return out
+
+
+class CDS(Method):
+    """Select, within each minibatch, the examples a Dm-tuned model prefers over a Dt model."""
+
+    Hparams = CDSHparams
+    uses_meta_batch = False
+
+    def __init__(self, ctx: Context, hparams: CDSHparams | None = None) -> None:
+        super().__init__(ctx, hparams)
+        self.opt = ctx.make_optimizer(ctx.model.parameters())
+        self.scores: Tensor | None = None
+
+    def prepare(self) -> None:
+        ctx, hp = self.ctx, self.hp
+        base = train_copy(copy.deepcopy(ctx.model), ctx, ctx.train_set, hp.pretrain_steps,
+                          hp.batch_size)
+        tuned = train_copy(copy.deepcopy(base), ctx, ctx.meta_set, hp.finetune_steps,
+                           hp.batch_size)
+        self.scores = losses_of(base, ctx, ctx.train_set) - losses_of(tuned, ctx, ctx.train_set)
+
+    def keep(self, batch: Batch) -> Tensor:
+        """Positions in ``batch`` of its top-k examples by score."""
+        if self.scores is None:
+            raise RuntimeError("cds.prepare() must run before the first step")
+        k = max(1, math.ceil(max(self.hp.beta, self.hp.r_floor) * len(batch)))
+        return self.scores[batch.index].topk(min(k, len(batch))).indices
+
+    def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
+        top = self.keep(train)
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.ctx.loss(self.ctx.model(train.x[top]), train.y[top]).mean()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+    def weights(self) -> Tensor | None:
+        if self.scores is None:
+            return None
+        w = torch.zeros(self.ctx.n_train)
+        k = math.floor(self.hp.beta * self.ctx.n_train)
+        w[self.scores.topk(k).indices.cpu()] = 1.0
+        return w
