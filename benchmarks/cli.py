@@ -73,7 +73,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .sweep import plan, run_sweep
 
-    methods = _csv_list(args.methods)
+    methods = list(dict.fromkeys(_csv_list(args.methods)))  # drop repeats, keep the order
     if not methods:
         raise DpsBenchError("--methods is empty; see `dps-bench list` for the names")
     for m in methods:

@@ -11,6 +11,8 @@ import ast
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,26 +55,38 @@ def parse_literal(text: str) -> Any:
         return text
 
 
-def coerce(value: Any, field: dataclasses.Field, where: str) -> Any:
-    """Convert ``value`` to the declared type of ``field`` (int, float, bool, str)."""
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
-    kind = kind.split("|")[0].strip()
-    try:
-        if kind == "bool":
+def coerce(value: Any, cls: type, name: str, where: str) -> Any:
+    """Check and convert ``value`` for field ``name`` of dataclass ``cls``.
+
+    int and float fields take numbers but not booleans (an int field takes only whole numbers);
+    bool fields take True/False or 0/1; str fields take strings; ``X | None`` also takes None.
+    """
+    hint = typing.get_type_hints(cls)[name]
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) \
+        else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in (k for k in allowed if k is not type(None)):
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if isinstance(value, bool) or value in (0, 1):
+                return bool(value)
+        elif kind is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+        elif kind is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        elif kind is str:
             if isinstance(value, str):
-                value = {"true": True, "false": False}[value.lower()]
-            return bool(value)
-        if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind == "str":
-            return str(value)
-    except (ValueError, TypeError, KeyError):
-        raise ConfigError(f"{where}: expected a {kind}, got {value!r}") from None
-    return value
+                return value
+        else:
+            return value
+    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
+    raise ConfigError(f"{where}: expected {names}, got {value!r}")
 
 
 def parse_sets(items: list[str], scenario: Scenario, methods: list[str]
@@ -95,9 +109,9 @@ def parse_sets(items: list[str], scenario: Scenario, methods: list[str]
             if name not in fields:
                 raise ConfigError(f"--set {item!r}: {method} has no hyperparameter {name!r}; it has: "
                                   f"{', '.join(fields) or 'none'}")
-            hparams[method][name] = coerce(value, fields[name], f"--set {item}")
+            hparams[method][name] = coerce(value, get_method(method).Hparams, name, f"--set {item}")
         elif key in setting_fields:
-            settings[key] = coerce(value, setting_fields[key], f"--set {item}")
+            settings[key] = coerce(value, scenario.Settings, key, f"--set {item}")
         else:
             raise ConfigError(
                 f"--set {item!r}: {scenario.name} has no setting {key!r}. Settings: "
@@ -107,11 +121,11 @@ def parse_sets(items: list[str], scenario: Scenario, methods: list[str]
 
 
 def resolve_hparams(scenario: Scenario, method: str, overrides: dict[str, Any],
-                    profile: str = "quick") -> Any:
-    """The method's Hparams: declared defaults <- the scenario's (and profile's) <- overrides."""
+                    profile: str = "quick", source: str | None = None) -> Any:
+    """The method's Hparams: declared defaults <- the scenario's (source's, profile's) <- overrides."""
     cls = get_method(method).Hparams
     names = {f.name for f in dataclasses.fields(cls)}
-    values = scenario.hparam_defaults(method, names, profile)
+    values = scenario.hparam_defaults(method, names, profile, source or scenario.default_source)
     values.update(overrides)
     try:
         return cls(**values)

@@ -34,7 +34,7 @@ METERED_STEPS = (1, 2)
 
 
 class Diverged(RuntimeError):
-    """The training loss or the model's parameters became non-finite."""
+    """A logged training scalar (e.g. the loss) became non-finite."""
 
 
 def seed_everything(seed: int) -> None:
@@ -219,7 +219,9 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
                 on_step(done)
     except Diverged as e:
         status = "diverged"
-        error = f"{e}; lower the learning rate (--set lr=... or --set {spec.method}.lr=...)"
+        lr_fields = [k for k in spec.hparams if k.startswith("lr") or k.endswith("_lr")]
+        hint = " or ".join(["--set lr=..."] + [f"--set {spec.method}.{k}=..." for k in lr_fields])
+        error = f"{e}; lower the learning rate ({hint})"
 
     frame = pd.DataFrame(curves, columns=["step", "split", "metric_name", "value"])
     test = frame[(frame.split == "test")]["value"]

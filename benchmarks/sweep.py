@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .config import RunSpec, derive_seed, resolve_hparams, resolve_settings
 from .data import load_source
+from .errors import ConfigError
 from .harness import run
 from .scenarios import get_scenario
 from .store import Store
@@ -34,12 +35,13 @@ class SweepResult:
 
 @functools.cache
 def git_sha() -> str:
-    """The suite's git commit (with ``-dirty`` if modified), or ``unknown`` outside a checkout."""
+    """The suite's git commit (``-dirty`` if its code is modified), or ``unknown`` outside a checkout."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, text=True,
                              capture_output=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "methods", "benchmarks"],
                                cwd=here, text=True, capture_output=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -47,9 +49,18 @@ def git_sha() -> str:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; anything else is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: this machine has no CUDA device (use cpu or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: only cpu and cuda are supported")
+    return device
 
 
 def plan(scenario_name: str, source: str | None, profile: str, methods: list[str],
@@ -62,7 +73,7 @@ def plan(scenario_name: str, source: str | None, profile: str, methods: list[str
     specs = []
     for seed in seeds:
         for method in methods:
-            hp = resolve_hparams(scenario, method, hparam_overrides.get(method, {}), profile)
+            hp = resolve_hparams(scenario, method, hparam_overrides.get(method, {}), profile, source)
             specs.append(RunSpec(scenario_name, source, profile, method, seed, asdict(settings),
                                  asdict(hp)))
     return specs
@@ -71,11 +82,11 @@ def plan(scenario_name: str, source: str | None, profile: str, methods: list[str
 def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None,
               device: str = "auto", progress: bool | None = None) -> SweepResult:
     """Run every spec not yet complete in ``out``; returns what ran, was skipped, failed."""
+    dev = resolve_device(device)
     store = Store(out)
     done = store.completed()
     todo = [s for s in specs if s.run_id not in done]
     skipped = len(specs) - len(todo)
-    dev = resolve_device(device)
     failed: list[str] = []
     if skipped:
         tqdm.write(f"{skipped} of {len(specs)} runs already complete in {out}; skipping them")
@@ -107,7 +118,7 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
             bar.close()
             raise
         except Exception as e:  # recorded, the sweep goes on; retried on the next invocation
-            tb = traceback.format_exc(limit=3)
+            tb = traceback.format_exc(limit=-3)
             row = _row(spec, dev, "error", f"{type(e).__name__}: {e}", time.perf_counter() - t0)
             store.write(row, _empty_curves(), None)
             failed.append(f"{spec.method} seed={spec.seed}: {type(e).__name__}: {e}\n{tb}")

@@ -22,7 +22,7 @@ i.e. θ ← θ − lr_θ·∇_θU_θ and φ ← φ − lr_w·∇_φU_φ (the pap
 ordinary optimisers with their own learning rates), then adds noise to θ and φ:
 - ``noise="paper"``: ε·N(0, I) with ε = ``noise_std`` (the paper's "η = 1, ε = 1e-5");
 - ``noise="sgld"``: N(0, 2·lr·T·I), textbook Langevin dynamics at temperature T, exact as a sampler
-  (up to discretisation) with plain SGD optimisers;
+  (up to discretisation) only with plain SGD optimisers (no momentum, no Adam);
 - ``noise="none"``: no noise (a MAP point estimate).
 The final model is the last iterate (no burn-in, no averaging), as in the paper.
 
@@ -89,6 +89,11 @@ class BADSHparams:
             raise ValueError(f"beta must lie in (0, 1), got {self.beta}")
         if self.sigma <= 0 or self.s_avg < 1 or self.lr_w <= 0:
             raise ValueError("sigma and lr_w must be positive and s_avg at least 1")
+        if self.noise_std < 0 or self.temperature < 0 or self.lr_theta < 0:
+            raise ValueError("noise_std, temperature and lr_theta must be >= 0")
+        if self.weights == "net" and self.weight_storage != "device":
+            raise ValueError("weight_storage applies to weights=per_sample only (the weight "
+                             "network is small and lives on the device)")
 
 
 class BADS(Method):

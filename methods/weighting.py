@@ -30,7 +30,9 @@ class RowParams:
         self.optimizer, self.lr, self.device = optimizer, lr, device
         cols = 4 if optimizer == "adam" else 1  # φ, Adam's m, v and step count
         if storage == "memmap":
-            fd, path = tempfile.mkstemp(prefix="dps-phi-", suffix=".f32")
+            # $DPS_MEMMAP_DIR should be on disk: /tmp is RAM-backed (tmpfs) on many systems
+            fd, path = tempfile.mkstemp(prefix="dps-phi-", suffix=".f32",
+                                        dir=os.environ.get("DPS_MEMMAP_DIR"))
             os.close(fd)
             array = np.memmap(path, dtype=np.float32, mode="w+", shape=(n, cols))
             self.table = torch.from_numpy(array)

@@ -216,7 +216,8 @@ def test_noise_modes():
 
 
 def test_bad_hyperparameters_are_rejected():
-    for bad in (dict(beta=0.0), dict(noise="hot"), dict(weights="all"), dict(sigma=-1.0)):
+    for bad in (dict(beta=0.0), dict(noise="hot"), dict(weights="all"), dict(sigma=-1.0),
+                dict(noise_std=-1.0), dict(temperature=-1.0), dict(weight_storage="cpu")):
         with pytest.raises(ValueError):
             BADSHparams(**bad)
 

@@ -120,7 +120,12 @@ def test_report_summarises_the_store(tmp_path, capsys):
     (["--methods", "nope"], "unknown method 'nope'"),
     (["--methods", "mixing", "--set", "bogus=1"], "has no setting 'bogus'"),
     (["--methods", "mixing", "--set", "random_select.beta=0.1"], "not among --methods"),
-    (["--methods", "random_select", "--set", "random_select.beta=abc"], "expected a float"),
+    (["--methods", "random_select", "--set", "random_select.beta=abc"], "expected float"),
+    (["--methods", "mixing", "--set", "steps=true"], "expected int"),
+    (["--methods", "mixing", "--set", "steps=2.5"], "expected int"),
+    (["--methods", "mixing", "--set", "lr=True"], "expected float"),
+    (["--methods", "bads", "--set", "bads.concat_label=2"], "expected bool"),
+    (["--methods", "mixing", "--device", "foo"], "--device 'foo'"),
     (["--methods", "mixing", "--source", "nope"], "has no source 'nope'"),
     (["--methods", "mixing", "--profile", "nope"], "has no profile 'nope'"),
 ])
@@ -148,3 +153,45 @@ def test_list_and_help(capsys):
         main(["run", "--help"])
     assert exc.value.code == 0
     assert "resum" in capsys.readouterr().out
+
+
+def test_cuda_requested_without_cuda_is_bad_input(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["run", *FAST, "--methods", "mixing", "--device", "cuda", "--out",
+                 str(tmp_path)]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "runs.csv").exists()
+
+
+def test_coerce_accepts_optional_and_rejects_bools_for_numbers():
+    from dataclasses import dataclass
+
+    from benchmarks.config import coerce
+    from benchmarks.errors import ConfigError
+
+    @dataclass
+    class H:
+        a: float | None = None
+        n: int = 1
+        flag: bool = False
+
+    assert coerce(None, H, "a", "x") is None
+    assert coerce(2, H, "a", "x") == 2.0 and isinstance(coerce(2, H, "a", "x"), float)
+    assert coerce(3.0, H, "n", "x") == 3
+    assert coerce("false", H, "flag", "x") is False and coerce(1, H, "flag", "x") is True
+    for name, bad in (("a", "hello"), ("n", True), ("flag", 0.3), ("n", None)):
+        with pytest.raises(ConfigError):
+            coerce(bad, H, name, "x")
+
+
+def test_report_keeps_different_configurations_apart(tmp_path, capsys):
+    assert run_cli(tmp_path) == 0
+    assert run_cli(tmp_path, "--set", "lr=0.01") == 0
+    capsys.readouterr()
+    assert main(["report", "--out", str(tmp_path), "--format", "csv"]) == 0
+    table = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert len(table) == 4 and (table.n == 2).all()
+    assert (table.groupby("method").config.nunique() == 2).all()

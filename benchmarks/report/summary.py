@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
 
-KEYS = ["scenario", "source", "profile", "method", "meta_per_class"]
+KEYS = ["scenario", "source", "profile", "method", "meta_per_class", "config"]
+
+
+def config_id(config_json: str) -> str:
+    """Short hash of a run's configuration without its seed: runs that differ only by seed share it."""
+    config = json.loads(config_json)
+    config.pop("seed", None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def final_group_weights(curves: pd.DataFrame) -> pd.DataFrame:
@@ -20,7 +28,8 @@ def final_group_weights(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per (scenario, source, profile, method, meta_per_class) over the ok runs.
+    """One row per configuration (scenario, source, profile, method, meta_per_class and every
+    other setting and hyperparameter, shown as the ``config`` hash) over the ok runs.
 
     Columns: n (seeds), final_mean, final_std, best_mean, time_ms (median over seeds),
     peak_mb (max over seeds), n_bad (runs that diverged or failed) and, given the curves,
@@ -30,6 +39,7 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     if len(runs):
         settings = runs["config_json"].map(lambda c: json.loads(c)["settings"])
         runs["meta_per_class"] = settings.map(lambda s: s.get("meta_per_class"))
+        runs["config"] = runs["config_json"].map(config_id)
     if curves is not None and len(runs):
         runs = runs.join(final_group_weights(curves), on="run_id")
     if runs.empty:

@@ -82,6 +82,8 @@ class Balancing(Scenario):
         "digits": {"n_minority": 2, "n_majority": -1, "meta_per_class": 10},
     }
     method_defaults = {"beta": 0.005}
+    # digits: N_t ≈ 90, so β = 0.005 would keep ⌊0.45⌋ = 0 points; keep as many as the minority
+    source_method_defaults = {"digits": {"beta": 0.025}}
     method_settings = {"bads": {"lr_w": 1e-3}}  # the paper's weight-network lr for balancing
     # BADS's θ objective sums over Dt and Dm (N_t·mean(w·l) + N_m·mean(l), about 75x a mean loss
     # at β = 0.005 and 25 per class), so the quick profile's lr 0.05 for mean losses becomes

@@ -85,6 +85,8 @@ class Scenario(ABC):
     source_settings: ClassVar[dict[str, dict[str, Any]]] = {}
     method_defaults: ClassVar[dict[str, Any]] = {}
     """Hyperparameter defaults this scenario sets for every method that declares them (e.g. beta)."""
+    source_method_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Per-source shared defaults: {source: {name: value}} (e.g. beta for a smaller Dt)."""
     method_settings: ClassVar[dict[str, dict[str, Any]]] = {}
     """Per-method hyperparameter defaults: {method: {name: value}}."""
     profile_method_settings: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
@@ -101,9 +103,11 @@ class Scenario(ABC):
         settings.validate()
         return settings
 
-    def hparam_defaults(self, method: str, names: set[str], profile: str) -> dict[str, Any]:
-        """This scenario's defaults for ``method``'s hyperparameters ``names`` under ``profile``."""
-        values = {k: v for k, v in self.method_defaults.items() if k in names}
+    def hparam_defaults(self, method: str, names: set[str], profile: str,
+                        source: str) -> dict[str, Any]:
+        """This scenario's defaults for ``method``'s hyperparameters ``names``."""
+        shared = {**self.method_defaults, **self.source_method_defaults.get(source, {})}
+        values = {k: v for k, v in shared.items() if k in names}
         values.update(self.method_settings.get(method, {}))
         values.update(self.profile_method_settings.get(profile, {}).get(method, {}))
         return values
