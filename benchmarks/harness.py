@@ -184,6 +184,7 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     sums: dict[str, Tensor | float] = {}
     count = 0
     status, error = "ok", ""
+    weights: Tensor | None = None  # as of the last evaluation, which is the last step
     evals = {"test": data.test, "meta": data.meta, "val": data.val}
     try:
         for step in range(settings.steps):
@@ -211,9 +212,9 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
                     curves.append((done, name, scenario.metric_name,
                                    evaluate(model, split, scenario.metric,
                                             settings.eval_batch_size, device)))
-                w = method.weights()
-                if w is not None:
-                    for k, v in _group_means(w, data.train.group, data.group_names).items():
+                weights = method.weights()
+                if weights is not None:
+                    for k, v in _group_means(weights, data.train.group, data.group_names).items():
                         curves.append((done, "weights", k, v))
             if on_step is not None:
                 on_step(done)
@@ -225,9 +226,8 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
 
     frame = pd.DataFrame(curves, columns=["step", "split", "metric_name", "value"])
     test = frame[(frame.split == "test")]["value"]
-    weights = method.weights() if status == "ok" else None
     weights_frame = None
-    if weights is not None:
+    if weights is not None and status == "ok":
         weights_frame = pd.DataFrame({
             "index": np.arange(len(data.train)),
             "weight": weights.detach().float().cpu().numpy(),
