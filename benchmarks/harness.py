@@ -140,13 +140,25 @@ def _group_means(weights: Tensor, groups: Tensor, names: tuple[str, ...]) -> dic
             if (groups == c).any()}
 
 
-def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device,
-        on_step: Callable[[int], None] | None = None) -> RunOutcome:
-    """Train ``spec.method`` on ``data`` for ``settings.steps`` steps and evaluate it.
+@dataclass
+class RunSetup:
+    """A method set up on a scenario's data, with its batch streams: everything a loop needs."""
 
-    Raises nothing for a diverging run: it returns status ``diverged`` with the step and a hint.
-    """
-    started = time.perf_counter()
+    method: Method
+    ctx: Context
+    train_batches: PoolBatches
+    meta_batches: SplitBatches | None
+    datasets: list[Tensor]  # the data tensors the method may reference: not step memory
+    prepare_s: float
+
+    def next_batches(self) -> tuple[Batch, Batch | None]:
+        bt = next(self.train_batches)
+        return bt, (next(self.meta_batches) if self.meta_batches is not None else None)
+
+
+def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device
+           ) -> RunSetup:
+    """Seed, build the model, the Context and the method, run its ``prepare``, make the batches."""
     settings = scenario.Settings(**spec.settings)
     run_seed = derive_seed(spec.seed, spec.scenario, spec.source, "run")
     seed_everything(run_seed)
@@ -177,6 +189,19 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
                     if cls.uses_meta_batch else None)
     datasets = [t for split in (train, meta) for t in (split.x, split.y)]
     datasets += [ctx.train_set.index, ctx.meta_set.index]
+    return RunSetup(method, ctx, train_batches, meta_batches, datasets, prepare_s)
+
+
+def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device,
+        on_step: Callable[[int], None] | None = None) -> RunOutcome:
+    """Train ``spec.method`` on ``data`` for ``settings.steps`` steps and evaluate it.
+
+    Raises nothing for a diverging run: it returns status ``diverged`` with the step and a hint.
+    """
+    started = time.perf_counter()
+    settings = scenario.Settings(**spec.settings)
+    setup = set_up(spec, scenario, data, device)
+    method, model = setup.method, setup.ctx.model
 
     timer = StepTimer(device)
     peaks: list[float] = []
@@ -188,10 +213,9 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     evals = {"test": data.test, "meta": data.meta, "val": data.val}
     try:
         for step in range(settings.steps):
-            bt = next(train_batches)
-            bm = next(meta_batches) if meta_batches is not None else None
+            bt, bm = setup.next_batches()
             if step in METERED_STEPS:
-                with peak_memory(device, method, bt, bm, exclude=datasets) as mem:
+                with peak_memory(device, method, bt, bm, exclude=setup.datasets) as mem:
                     logs = method.step(bt, bm)
                 peaks.append(mem["peak_bytes"])
             else:
@@ -240,5 +264,5 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
         time_per_step_ms=timer.median_ms(),
         peak_mem_mb=max(peaks) / 2**20 if peaks else float("nan"),
         wall_s=time.perf_counter() - started,
-        curves=frame, weights=weights_frame, prepare_s=prepare_s,
+        curves=frame, weights=weights_frame, prepare_s=setup.prepare_s,
     )
