@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
+from toys import Net, bce
 
 from benchmarks.scenarios import Split
 from methods import Context
-
-
-class TinyNet(nn.Module):
-    def __init__(self, d: int = 4) -> None:
-        super().__init__()
-        self.body = nn.Linear(d, 3)
-        self.head = nn.Linear(3, 1)
-
-    def features(self, x):
-        return torch.relu(self.body(x))
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-def bce(out, y):
-    return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")
 
 
 @pytest.fixture
@@ -41,7 +24,7 @@ def splits():
 @pytest.fixture
 def make_ctx():
     def make(n_train: int = 40, n_meta: int = 6, seed: int = 0) -> Context:
-        model = TinyNet()
+        model = Net(d=4, hidden=3, act=nn.ReLU)
         return Context(model=model, make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                        n_train=n_train, n_meta=n_meta, loss=bce,
                        embed=lambda x: model.features(x).detach(), device=torch.device("cpu"),

@@ -7,21 +7,14 @@ import math
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
+from toys import bce, use_float64
 
 from benchmarks.cli import main
 from methods import Batch, Context
 from methods.bads import BADS, BADSHparams
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """Closed-form comparisons at tight tolerance."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+_float64 = pytest.fixture(autouse=True)(use_float64)  # closed forms at tight tolerance
 
 
 class Logistic(nn.Module):
@@ -39,10 +32,6 @@ class Logistic(nn.Module):
 
     def forward(self, x):
         return self.head(x)
-
-
-def bce(out, y):
-    return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")
 
 
 def make_bads(hp: BADSHparams, n_train=20, n_meta=6, lr_theta=0.5, seed=0):

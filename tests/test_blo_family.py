@@ -7,20 +7,14 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
+from toys import Net, bce, use_float64
 
 from benchmarks.metering import peak_memory
 from methods import Batch, Context, get_method
 from methods.lookahead import BACKENDS, lookahead_meta_loss
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+_float64 = pytest.fixture(autouse=True)(use_float64)
 
 
 def squared(out, y):
@@ -55,9 +49,6 @@ def test_k_step_hypergradient_matches_finite_differences(backend, steps):
     xt, yt = torch.randn(7, 3, generator=g), (torch.rand(7, generator=g) < 0.5).double()
     meta = Batch(torch.randn(5, 3, generator=g), torch.rand(5, generator=g).round(), torch.arange(5))
 
-    def bce(out, y):
-        return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")
-
     def meta_loss(w):
         return lookahead_meta_loss(model, xt, lambda out: (w * bce(out, yt)).sum(), meta, bce,
                                    steps, 0.5, backend)
@@ -69,23 +60,6 @@ def test_k_step_hypergradient_matches_finite_differences(backend, steps):
     fd = torch.stack([(meta_loss(w0 + h * e) - meta_loss(w0 - h * e)) / (2 * h)
                       for e in torch.eye(7)]).detach()
     torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-9)
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(2, 8), nn.Tanh())
-        self.head = nn.Linear(8, 1)
-
-    def features(self, x):
-        return self.body(x)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-def bce(out, y):
-    return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")
 
 
 def make_ctx(model, n_train=16, n_meta=8, lr=0.5, seed=0):

@@ -6,28 +6,10 @@ import math
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import nn
+from toys import Net, bce
 
 from benchmarks.cli import main
 from methods import Batch, Context, get_method
-
-
-def bce(out, y):
-    return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(2, 16), nn.Tanh())
-        self.head = nn.Linear(16, 1)
-
-    def features(self, x):
-        return self.body(x)
-
-    def forward(self, x):
-        return self.head(self.body(x))
 
 
 def noisy_problem(n=200, n_meta=40):
@@ -37,7 +19,7 @@ def noisy_problem(n=200, n_meta=40):
     y = (x[:, 0] > 0).float()
     y[n // 2:] = 1 - y[n // 2:]
     xm = torch.randn(n_meta, 2, generator=g)
-    model = Net()
+    model = Net(hidden=16)
     return Context(model=model, make_optimizer=lambda p: torch.optim.SGD(p, lr=0.5),
                    n_train=n, n_meta=n_meta, loss=bce, embed=lambda v: model.features(v).detach(),
                    device=torch.device("cpu"), num_classes=2,

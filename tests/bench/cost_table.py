@@ -1,0 +1,42 @@
+"""results/benchmarks/COST.md: per-step cost of every method, as ratios within one run."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from benchmarks.report import to_markdown
+
+
+def cost_frame(results: dict[tuple[str, str], dict]) -> pd.DataFrame:
+    rows = []
+    for (scenario, case), r in results.items():
+        base = results.get((scenario, "train_only"), {})
+        limit = results.get((scenario, "bads_limit"), {})
+        rows.append({
+            "method": case, "scenario": f"{scenario} ({r['source']})", "ms/step": r["ms"],
+            "x train_only": r["ms"] / base["ms"] if base else float("nan"),
+            "x BADS limit": r["ms"] / limit["ms"] if limit else float("nan"),
+            "peak MB": r["peak_mb"],
+            "mem x train_only": r["peak_mb"] / base["peak_mb"] if base else float("nan"),
+            "mem x BADS limit": r["peak_mb"] / limit["peak_mb"] if limit else float("nan"),
+            "offline s": r["prepare_s"],
+        })
+    return pd.DataFrame(rows)
+
+
+def write_cost_table(results: dict[tuple[str, str], dict], path: Path) -> None:
+    any_result = next(iter(results.values()))
+    device = any_result["device"]
+    name = (torch.cuda.get_device_name(0) if device.startswith("cuda")
+            else f"{platform.processor() or platform.machine()}, {any_result['threads']} threads")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (f"# Per-step cost ({device}: {name}; torch {torch.__version__})\n\n"
+            "Median wall time of one `method.step` and its peak memory, from one run of "
+            "`tox -e bench`; ratios are within that run. `bads_limit` is a plain SGD step on "
+            "|Bt| + |Bm| examples, the physical limit of a BADS step. `offline s` is a method's "
+            "offline scoring before training (CDS).\n\n" + to_markdown(cost_frame(results), 3) + "\n")
+    path.write_text(text)

@@ -1,0 +1,82 @@
+"""Cost of one training step of every registered method, against BADS's physical limit.
+
+Run with ``tox -e bench`` (pytest-benchmark; not part of the unit tests). For each scenario's
+quick model and data, each case times ``method.step`` alone (batches drawn in the set-up of
+each round, CUDA synchronised), with warm-up rounds and the median over many rounds, and records
+the step's peak memory (the harness's metering) in ``extra_info``.
+
+The limit of a BADS step is one forward and backward pass over Bt ∪ Bm plus the weight network:
+it is benchmarked directly as a plain SGD step (``train_only``) on |Bt| + |Bm| examples, and the
+last test checks, within this run, BADS time ≤ 1.15x and BADS peak memory ≤ 1.15x the limit's.
+``conftest.pytest_sessionfinish`` writes results/benchmarks/COST.md from the measurements.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.metering import peak_memory
+from methods import list_methods
+
+from .conftest import BENCH_SCENARIOS, device, quick_setup
+
+pytestmark = pytest.mark.bench
+
+ROUNDS, WARMUP = 200, 20
+LIMIT_RATIO = 1.15
+RESULTS: dict[tuple[str, str], dict] = {}  # (scenario, case) -> measurements
+
+
+def cases() -> list[tuple[str, str, dict]]:
+    out = [(name, name, {}) for name in list_methods()]
+    out += [(f"blo_k{k}", "blo", {"k": k}) for k in (2, 5)]
+    out += [(f"{name}_func", name, {"backend": "func"}) for name in ("blo", "l2rw", "mwn")]
+    out += [("bads_limit", "train_only", {})]
+    return out
+
+
+def limit_settings(scenario: str) -> dict:
+    """train_only's batch = |Bt| + |Bm| of a BADS step on this scenario's quick profile."""
+    probe = quick_setup(scenario, "bads")
+    return {"batch_size": probe.train_batches.sampler.batch + probe.meta_batches.sampler.batch}
+
+
+@pytest.mark.parametrize("scenario", list(BENCH_SCENARIOS))
+@pytest.mark.parametrize("case, method, hparams", cases(), ids=[c[0] for c in cases()])
+def test_step_cost(benchmark, scenario, case, method, hparams):
+    settings = limit_settings(scenario) if case == "bads_limit" else None
+    setup = quick_setup(scenario, method, hparams, settings)
+    dev = device()
+    for _ in range(3):  # optimiser state exists before memory is metered
+        setup.method.step(*setup.next_batches())
+    bt, bm = setup.next_batches()
+    with peak_memory(dev, setup.method, bt, bm, exclude=setup.datasets) as mem:
+        setup.method.step(bt, bm)
+
+    def step(bt, bm):
+        setup.method.step(bt, bm)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    benchmark.extra_info.update(
+        scenario=scenario, source=BENCH_SCENARIOS[scenario], case=case, method=method,
+        hparams=hparams, device=str(dev), peak_mb=mem["peak_bytes"] / 2**20,
+        prepare_s=setup.prepare_s, batch=len(bt), meta_batch=len(bm) if bm is not None else 0,
+        threads=torch.get_num_threads())
+    benchmark.pedantic(step, setup=lambda: (setup.next_batches(), {}), rounds=ROUNDS,
+                       warmup_rounds=WARMUP)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        RESULTS[(scenario, case)] = {"ms": benchmark.stats.stats.median * 1e3,
+                                     **benchmark.extra_info}
+
+
+@pytest.mark.parametrize("scenario", list(BENCH_SCENARIOS))
+def test_bads_costs_at_most_its_limit(scenario):
+    bads, limit = RESULTS.get((scenario, "bads")), RESULTS.get((scenario, "bads_limit"))
+    if bads is None or limit is None:
+        pytest.skip("needs the bads and bads_limit benchmarks of this run (run with -m bench)")
+    time_ratio = bads["ms"] / limit["ms"]
+    mem_ratio = bads["peak_mb"] / limit["peak_mb"]
+    assert time_ratio <= LIMIT_RATIO, f"BADS step {time_ratio:.2f}x its limit's time"
+    assert mem_ratio <= LIMIT_RATIO, f"BADS step {mem_ratio:.2f}x its limit's peak memory"

@@ -1,0 +1,35 @@
+"""Small models and losses shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def bce(out, y):
+    """Per-example binary cross-entropy on one logit."""
+    return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")
+
+
+class Net(nn.Module):
+    """features: Linear(d, hidden) + activation; head: Linear(hidden, 1)."""
+
+    def __init__(self, d: int = 2, hidden: int = 8, act: type[nn.Module] = nn.Tanh) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(d, hidden), act())
+        self.head = nn.Linear(hidden, 1)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def use_float64():
+    """Generator for a fixture: float64 as the default dtype while a test runs."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
