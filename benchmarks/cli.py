@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings["steps"] = args.steps
     specs = plan(args.scenario, args.source, args.profile, methods, args.seeds, settings, hparams)
     result = run_sweep(specs, args.out, data_dir=args.data_dir, device=args.device,
-                       progress=None if not args.no_progress else False)
+                       progress=None if not args.no_progress else False, force=args.force)
     print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
           f"{len(result.failed)} failed; results in {args.out}/runs.csv")
     if result.failed:
@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--out", required=True, help="results directory (created if needed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="rerun runs already complete in --out (each old row is replaced only "
+                        "when its new run has finished), e.g. after changing a method's code")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="summary table (mean over seeds) of a results directory")

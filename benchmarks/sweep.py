@@ -80,11 +80,13 @@ def plan(scenario_name: str, source: str | None, profile: str, methods: list[str
 
 
 def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None,
-              device: str = "auto", progress: bool | None = None) -> SweepResult:
-    """Run every spec not yet complete in ``out``; returns what ran, was skipped, failed."""
+              device: str = "auto", progress: bool | None = None, force: bool = False
+              ) -> SweepResult:
+    """Run every spec not yet complete in ``out`` (every spec with ``force``, replacing the old
+    rows once each new run is done); returns what ran, was skipped, failed."""
     dev = resolve_device(device)
     store = Store(out)
-    done = store.completed()
+    done = set() if force else store.completed()
     todo = [s for s in specs if s.run_id not in done]
     skipped = len(specs) - len(todo)
     failed: list[str] = []

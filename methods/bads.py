@@ -13,7 +13,8 @@ The weights are w_i = sigmoid(f_φ(e_i)) with f_φ one linear layer on the model
 embedding e_i (concatenated with the one-hot label when ``concat_label``), or one free logit
 φ_i per example (``weights="per_sample"``). φ is sampled in place of w.
 
-Each step (SGLD, Bt ⊂ Dt, Bm ⊂ Dm) minimises with the optimisers, in one backward pass,
+Each step (SGLD, Bt ⊂ Dt, Bm ⊂ Dm) minimises with the optimisers, in one forward and one backward
+pass over Bt ∪ Bm (the prior's gradient (Ŝ − ⌊β·N_t⌋)/σ² per w_i is formed without autograd),
 
     U_θ = (λ/2)‖θ‖² + ρ_θᵗ·N_t·mean_{i∈Bt}(w_i·l(z_i; θ)) + ρ_θᵐ·N_m·mean_{j∈Bm} l(z_j; θ)   (w fixed)
     U_φ = (Ŝ − ⌊β·N_t⌋)² / (2σ²) + ρ_w·N_t·mean_{i∈Bt}(w_i(φ)·l(z_i; θ))                  (θ fixed)
@@ -53,7 +54,7 @@ import torch
 from torch import Tensor
 
 from .base import Batch, Context, Method
-from .weighting import ExampleWeights
+from .weighting import ExampleWeights, add_gaussian_
 
 
 @dataclass
@@ -145,33 +146,42 @@ class BADS(Method):
         losses = ctx.loss(out, torch.cat([train.y, meta.y]))
         loss_t, loss_m = losses[:nb], losses[nb:]
         w = self.w(emb[:nb], train.y, train.index)
-        s_hat = self.sum_estimate(w)
-
-        u_theta = (hp.rho_theta_train * ctx.n_train * (w.detach() * loss_t).mean()
-                   + hp.rho_theta_meta * ctx.n_meta * loss_m.mean())
-        u_prior = (s_hat - self.target) ** 2 / (2 * hp.sigma**2)
-        u_phi = u_prior + hp.rho_w * ctx.n_train * (w * loss_t.detach()).mean()
+        with torch.no_grad():
+            s_hat = self.sum_estimate(w)
+            # ∂U_prior/∂w_i = (Ŝ − ⌊β·N_t⌋)/σ², the same for every i in Bt (w̄ is constant)
+            prior_grad = ((s_hat - self.target) / hp.sigma**2).to(w.dtype)
+        # One surrogate whose gradients are ∇_θ U_θ and ∇_φ U_φ: w depends on φ alone (its
+        # input embedding is detached) and l on θ alone, so with equal ρ_θᵗ and ρ_w the data
+        # term needs no detached copies.
+        per_train = ctx.n_train / nb
+        if hp.rho_theta_train == hp.rho_w:
+            data = (w * (prior_grad + hp.rho_w * per_train * loss_t)).sum()
+        else:
+            data = (w * prior_grad).sum() + per_train * (
+                hp.rho_theta_train * (w.detach() * loss_t).sum()
+                + hp.rho_w * (w * loss_t.detach()).sum())
+        surrogate = data + (hp.rho_theta_meta * ctx.n_meta / len(loss_m)) * loss_m.sum()
 
         self.model_opt.zero_grad(set_to_none=True)
         self.w.zero_grad()
-        (u_theta + u_phi).backward()
-        params = [p for p in ctx.model.parameters() if p.grad is not None]
+        surrogate.backward()
         if hp.prior_precision:
+            params = [p for p in ctx.model.parameters() if p.grad is not None]
             torch._foreach_add_([p.grad for p in params], params, alpha=hp.prior_precision)
         self.model_opt.step()
         self._add_noise(self.model_opt)
         self.w.step(self._noise_std(hp.lr_w))
         self.t += 1
-        return {"loss_train": loss_t.mean().detach(), "loss_meta": loss_m.mean().detach(),
-                "w_mean": w.mean().detach(), "sum_w": s_hat.detach()}
+        return {"loss_train": loss_t.detach().mean(), "loss_meta": loss_m.detach().mean(),
+                "w_mean": w.detach().mean(), "sum_w": s_hat}
 
     @torch.no_grad()
     def _add_noise(self, opt: torch.optim.Optimizer) -> None:
+        """θ ← θ + std·ε, one normal draw for all of a parameter group."""
         for group in opt.param_groups:
             std = self._noise_std(group["lr"])
             if std > 0:
-                params = list(group["params"])
-                torch._foreach_add_(params, [torch.randn_like(p) * std for p in params])
+                add_gaussian_(group["params"], std)
 
     def weights(self) -> Tensor:
         """w_i for every example of Dt under the current θ and φ."""

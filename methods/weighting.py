@@ -83,8 +83,7 @@ class ExampleWeights:
             in_dim = embedding_dim(ctx) + (ctx.num_classes if concat_label else 0)
             self.net = nn.Linear(in_dim, 1).to(ctx.device)
             nn.init.constant_(self.net.bias, init_logit)
-            cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
-            self.opt = cls(self.net.parameters(), lr=lr)
+            self.opt = make_weight_optimizer(list(self.net.parameters()), optimizer, lr)
             self.table = None
         elif kind == "per_sample":
             self.net, self.opt = None, None
@@ -115,9 +114,7 @@ class ExampleWeights:
         if self.opt is not None:
             self.opt.step()
             if noise_std > 0:
-                with torch.no_grad():
-                    params = list(self.net.parameters())
-                    torch._foreach_add_(params, [torch.randn_like(p) * noise_std for p in params])
+                add_gaussian_(list(self.net.parameters()), noise_std)
         else:
             index, phi = self._rows
             self.table.update(index, phi.grad, noise_std)
@@ -145,3 +142,23 @@ def embedding_dim(ctx: Context) -> int:
         raise ValueError("a weight network needs ctx.train_set to size its input")
     with torch.no_grad():
         return int(ctx.embed(ctx.train_set.x[:1]).reshape(1, -1).shape[1])
+
+
+def make_weight_optimizer(params: list[nn.Parameter], name: str, lr: float
+                          ) -> torch.optim.Optimizer:
+    """Adam (fused into one kernel where this torch supports it) or SGD."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # torch or device without fused Adam
+        return torch.optim.Adam(params, lr=lr)
+
+
+@torch.no_grad()
+def add_gaussian_(params: list[Tensor], std: float) -> None:
+    """p ← p + std·ε for every p, ε ~ N(0, I) drawn once for all of them."""
+    sizes = [p.numel() for p in params]
+    noise = torch.randn(sum(sizes), device=params[0].device, dtype=params[0].dtype).mul_(std)
+    torch._foreach_add_(list(params), [n.view_as(p) for n, p in
+                                       zip(noise.split(sizes), params, strict=True)])

@@ -51,6 +51,22 @@ def test_second_identical_command_does_no_training(tmp_path, monkeypatch, capsys
     assert (tmp_path / "runs.csv").read_text() == before
 
 
+def test_force_reruns_complete_runs_and_replaces_their_rows(tmp_path, monkeypatch):
+    assert run_cli(tmp_path) == 0
+    calls = []
+    real_run = harness.run
+
+    def counting(spec, *a, **k):
+        calls.append(spec.run_id)
+        return real_run(spec, *a, **k)
+
+    monkeypatch.setattr(sweep, "run", counting)
+    assert run_cli(tmp_path, "--force") == 0
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(calls) == 4 and sorted(calls) == sorted(runs.run_id)
+    assert len(runs) == 4 and len(pd.read_csv(tmp_path / "curves.csv").groupby("run_id")) == 4
+
+
 def test_changed_setting_is_a_new_run(tmp_path):
     assert run_cli(tmp_path) == 0
     assert run_cli(tmp_path, "--set", "meta_per_class=5") == 0
