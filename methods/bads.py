@@ -36,7 +36,12 @@ Choices where the paper is silent or its published values do not work (also in t
 - ``bias_init="logit_beta"`` starts the weight network's output bias at logit(β), so every initial
   weight is β and Ŝ starts at the prior's target ⌊β·N_t⌋; a zero bias (weights 0.5, the literal
   setting) starts Ŝ ~100x above it, and the prior then drives all weights down together.
+- Ŝ − ⌊β·N_t⌋ is formed in float64: in float32 its rounding error (~3e-6 at Σw = 25) times
+  1/σ² = 1e10 swamps the data term and the weights stay frozen at β.
 - λ (``prior_precision``) defaults to 0: the paper trains with plain SGD and reports no weight decay.
+- ``lr_theta`` (0 = the scenario's model lr) exists because U_θ sums over the data
+  (N_t·mean + N_m·mean, ~75x a mean loss in balancing): a profile tuned for mean losses needs a
+  smaller θ learning rate for BADS (the balancing quick profile sets 7e-4).
 - θ and φ share one forward pass over Bt ∪ Bm (one batch through the model); the embedding e_i is
   taken from that same pass. Models with batch normalisation would see joint batch statistics.
 - Per-sample logits are updated lazily: only the rows of Bt get their gradient step, optimiser
