@@ -52,6 +52,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"    profile {profile}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
         defaults = {f.name: f.default for f in dataclasses.fields(scenario.Settings)}
         print("    settings: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
+        for source, values in scenario.source_settings.items():
+            print(f"    source {source}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        for source, values in scenario.source_method_defaults.items():
+            print(f"    shared method defaults for source {source}: "
+                  + ", ".join(f"{k}={v}" for k, v in values.items()))
         if scenario.method_defaults:
             print("    shared method defaults: " + ", ".join(
                 f"{k}={v}" for k, v in scenario.method_defaults.items()))
