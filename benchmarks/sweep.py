@@ -85,6 +85,7 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
     """Run every spec not yet complete in ``out`` (every spec with ``force``, replacing the old
     rows once each new run is done); returns what ran, was skipped, failed."""
     dev = resolve_device(device)
+    git_sha()  # read the code version now, before anything can change the checkout mid-sweep
     store = Store(out)
     done = set() if force else store.completed()
     todo = [s for s in specs if s.run_id not in done]
