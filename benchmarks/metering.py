@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import statistics
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -153,6 +154,4 @@ class StepTimer:
         self.times.append(time.perf_counter() - t0)
 
     def median_ms(self) -> float:
-        if not self.times:
-            return float("nan")
-        return float(torch.tensor(self.times, dtype=torch.float64).median().item() * 1000.0)
+        return statistics.median(self.times) * 1000.0 if self.times else float("nan")

@@ -86,9 +86,12 @@ class Store:
         """Record one run: weights file, then its curves, then its runs.csv row (the commit)."""
         run_id = row["run_id"]
         with self._locked():
+            weights_path = self.weights_dir / f"{run_id}.csv"
             if weights is not None:
                 self.weights_dir.mkdir(exist_ok=True)
-                _atomic_write_csv(weights[WEIGHT_COLUMNS], self.weights_dir / f"{run_id}.csv")
+                _atomic_write_csv(weights[WEIGHT_COLUMNS], weights_path)
+            else:  # a rerun that no longer has weights must not leave the old ones behind
+                weights_path.unlink(missing_ok=True)
             old = self.curves()
             new = curves.assign(run_id=run_id)[CURVE_COLUMNS]
             kept = old[old["run_id"] != run_id]

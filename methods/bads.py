@@ -58,8 +58,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Batch, Context, Method
-from .weighting import ExampleWeights, add_gaussian_
+from .base import Batch, Context, Method, count_of
+from .weighting import ExampleWeights, add_gaussian_, check_weights
 
 
 @dataclass
@@ -85,9 +85,7 @@ class BADSHparams:
     weight_storage: str = "device"  # per_sample only: device | cpu | memmap
 
     def __post_init__(self) -> None:
-        choices = {"w_optimizer": ("adam", "sgd"), "noise": ("paper", "sgld", "none"),
-                   "weights": ("net", "per_sample"), "bias_init": ("logit_beta", "zero"),
-                   "weight_storage": ("device", "cpu", "memmap")}
+        choices = {"noise": ("paper", "sgld", "none"), "bias_init": ("logit_beta", "zero")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -97,9 +95,7 @@ class BADSHparams:
             raise ValueError("sigma and lr_w must be positive and s_avg at least 1")
         if self.noise_std < 0 or self.temperature < 0 or self.lr_theta < 0:
             raise ValueError("noise_std, temperature and lr_theta must be >= 0")
-        if self.weights == "net" and self.weight_storage != "device":
-            raise ValueError("weight_storage applies to weights=per_sample only (the weight "
-                             "network is small and lives on the device)")
+        check_weights(self.weights, self.w_optimizer, self.weight_storage)
 
 
 class BADS(Method):
@@ -110,7 +106,7 @@ class BADS(Method):
     def __init__(self, ctx: Context, hparams: BADSHparams | None = None) -> None:
         super().__init__(ctx, hparams)
         hp = self.hp
-        self.target = math.floor(hp.beta * ctx.n_train)  # ⌊β·N_t⌋
+        self.target = count_of(hp.beta, ctx.n_train)  # ⌊β·N_t⌋
         self.model_opt = ctx.make_optimizer(ctx.model.parameters())
         if hp.lr_theta > 0:
             for group in self.model_opt.param_groups:

@@ -9,6 +9,7 @@ l(z; theta) that returns a vector. It returns scalars to log.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -77,7 +78,14 @@ class Context:
     def __post_init__(self) -> None:
         if self.forward_features is None:
             model = self.model
-            self.forward_features = lambda x: (model(x), model.features(x))
+            if hasattr(model, "head"):  # forward = head(features(x)): one pass gives both
+                def both(x: Tensor) -> tuple[Tensor, Tensor]:
+                    features = model.features(x)
+                    return model.head(features), features
+
+                self.forward_features = both
+            else:
+                self.forward_features = lambda x: (model(x), model.features(x))
 
 
 @dataclass
@@ -115,6 +123,25 @@ class Method(ABC):
     def weights(self) -> Tensor | None:
         """Current weight w_i of every training example i in Dt (shape [N_t]), or None."""
         return None
+
+
+def count_of(fraction: float, n: int, ceil: bool = False) -> int:
+    """⌊fraction·n⌋ (or ⌈fraction·n⌉), robust to rounding: 0.29·100 = 28.999999999999996 → 29."""
+    x = fraction * n
+    return math.ceil(x - 1e-9) if ceil else math.floor(x + 1e-9)
+
+
+@torch.no_grad()
+def over_chunks(model: nn.Module, fn: Callable[[Tensor, Tensor], Tensor], data: Batch,
+                chunk: int = 1000) -> Tensor:
+    """fn(x, y) over ``data`` in chunks, concatenated, with ``model`` in eval mode meanwhile."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([fn(data.x[i: i + chunk], data.y[i: i + chunk])
+                          for i in range(0, len(data), chunk)])
+    finally:
+        model.train(was_training)
 
 
 def hparam_fields(cls: type[Method]) -> dict[str, Any]:

@@ -22,9 +22,8 @@ import torch
 from torch import Tensor
 
 from .base import Batch, Context, Method
-from .l2rw import inner_lr_of
-from .lookahead import BACKENDS, lookahead_meta_loss
-from .weighting import ExampleWeights
+from .lookahead import check_backend, inner_lr_of, lookahead_meta_loss
+from .weighting import ExampleWeights, check_weights
 
 
 @dataclass
@@ -42,12 +41,10 @@ class BLOHparams:
     backend: str = "higher"
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_backend(self.backend)
+        check_weights(self.weights, self.w_optimizer, self.weight_storage)
         if self.k < 1 or self.lr_w <= 0 or self.inner_lr < 0:
             raise ValueError("k must be at least 1, lr_w positive and inner_lr >= 0")
-        if self.weights not in ("net", "per_sample") or self.w_optimizer not in ("adam", "sgd"):
-            raise ValueError("weights must be net|per_sample and w_optimizer adam|sgd")
 
 
 def normalised(w: Tensor) -> Tensor:
@@ -70,7 +67,7 @@ class BLO(Method):
     def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
         assert meta is not None, "blo needs a meta batch"
         ctx = self.ctx
-        emb = ctx.embed(train.x) if self.w.net is not None else train.x
+        out, emb = ctx.forward_features(train.x)  # θ's step below reuses this forward pass
         w = normalised(self.w(emb, train.y, train.index))
         meta_loss = lookahead_meta_loss(
             ctx.model, train.x, lambda out: (w * ctx.loss(out, train.y)).sum(), meta, ctx.loss,
@@ -82,7 +79,7 @@ class BLO(Method):
         with torch.no_grad():
             w_new = normalised(self.w(emb, train.y, train.index))
         self.opt.zero_grad(set_to_none=True)
-        losses = ctx.loss(ctx.model(train.x), train.y)
+        losses = ctx.loss(out, train.y)  # θ is unchanged since the forward pass above
         (w_new * losses).sum().backward()
         self.opt.step()
         return {"loss": losses.mean().detach(), "loss_meta_lookahead": meta_loss.detach()}

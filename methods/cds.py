@@ -16,13 +16,12 @@ the selection indicator over Dt: 1 for the ⌊β·N_t⌋ best-scored examples, 0
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .base import Batch, Context, Method
+from .base import Batch, Context, Method, count_of, over_chunks
 
 
 @dataclass
@@ -55,13 +54,8 @@ def train_copy(model: nn.Module, ctx: Context, data: Batch, steps: int, batch: i
     return model
 
 
-@torch.no_grad()
-def losses_of(model: nn.Module, ctx: Context, data: Batch, chunk: int = 1000) -> Tensor:
-    model.eval()
-    out = torch.cat([ctx.loss(model(data.x[i: i + chunk]), data.y[i: i + chunk])
-                     for i in range(0, len(data), chunk)])
-    model.train()
-    return out
+def losses_of(model: nn.Module, ctx: Context, data: Batch) -> Tensor:
+    return over_chunks(model, lambda x, y: ctx.loss(model(x), y), data)
 
 
 class CDS(Method):
@@ -82,12 +76,14 @@ class CDS(Method):
         tuned = train_copy(copy.deepcopy(base), ctx, ctx.meta_set, hp.finetune_steps,
                            hp.batch_size)
         self.scores = losses_of(base, ctx, ctx.train_set) - losses_of(tuned, ctx, ctx.train_set)
+        self.selected = torch.zeros(ctx.n_train)  # the global top ⌊β·N_t⌋, for weights()
+        self.selected[self.scores.topk(count_of(hp.beta, ctx.n_train)).indices.cpu()] = 1.0
 
     def keep(self, batch: Batch) -> Tensor:
         """Positions in ``batch`` of its top-k examples by score."""
         if self.scores is None:
             raise RuntimeError("cds.prepare() must run before the first step")
-        k = max(1, math.ceil(max(self.hp.beta, self.hp.r_floor) * len(batch)))
+        k = max(1, count_of(max(self.hp.beta, self.hp.r_floor), len(batch), ceil=True))
         return self.scores[batch.index].topk(min(k, len(batch))).indices
 
     def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
@@ -99,9 +95,4 @@ class CDS(Method):
         return {"loss": loss.detach()}
 
     def weights(self) -> Tensor | None:
-        if self.scores is None:
-            return None
-        w = torch.zeros(self.ctx.n_train)
-        k = math.floor(self.hp.beta * self.ctx.n_train)
-        w[self.scores.topk(k).indices.cpu()] = 1.0
-        return w
+        return None if self.scores is None else self.selected

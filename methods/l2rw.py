@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .base import Batch, Context, Method
-from .lookahead import BACKENDS, lookahead_meta_loss
+from .lookahead import check_backend, inner_lr_of, lookahead_meta_loss
 
 
 @dataclass
@@ -29,15 +29,9 @@ class L2RWHparams:
     backend: str = "higher"
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_backend(self.backend)
         if self.inner_lr < 0:
             raise ValueError(f"inner_lr must be >= 0, got {self.inner_lr}")
-
-
-def inner_lr_of(opt: torch.optim.Optimizer, inner_lr: float) -> float:
-    """``inner_lr`` if set, else the learning rate of the optimiser's first group."""
-    return inner_lr if inner_lr > 0 else float(opt.param_groups[0]["lr"])
 
 
 class L2RW(Method):

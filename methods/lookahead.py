@@ -27,6 +27,16 @@ from .base import Batch
 BACKENDS = ("higher", "func")
 
 
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def inner_lr_of(opt: torch.optim.Optimizer, inner_lr: float) -> float:
+    """α: ``inner_lr`` if set (> 0), else the learning rate of the optimiser's first group."""
+    return inner_lr if inner_lr > 0 else float(opt.param_groups[0]["lr"])
+
+
 def lookahead_meta_loss(model: nn.Module, train_x: Tensor, weigh: Callable[[Tensor], Tensor],
                         meta: Batch, loss: Callable[[Tensor, Tensor], Tensor], steps: int,
                         inner_lr: float, backend: str = "higher") -> Tensor:
@@ -37,11 +47,9 @@ def lookahead_meta_loss(model: nn.Module, train_x: Tensor, weigh: Callable[[Tens
     """
     if steps < 1:
         raise ValueError(f"the look-ahead needs at least one inner step, got {steps}")
-    if backend == "higher":
-        return _higher(model, train_x, weigh, meta, loss, steps, inner_lr)
-    if backend == "func":
-        return _func(model, train_x, weigh, meta, loss, steps, inner_lr)
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
+    unroll = _higher if backend == "higher" else _func
+    return unroll(model, train_x, weigh, meta, loss, steps, inner_lr)
 
 
 def _higher(model, train_x, weigh, meta, loss, steps, inner_lr) -> Tensor:

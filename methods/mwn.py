@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import Batch, Context, Method
-from .l2rw import inner_lr_of
-from .lookahead import BACKENDS, lookahead_meta_loss
+from .base import Batch, Context, Method, over_chunks
+from .lookahead import check_backend, inner_lr_of, lookahead_meta_loss
 
 
 @dataclass
@@ -34,8 +33,7 @@ class MWNHparams:
     backend: str = "higher"
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_backend(self.backend)
         if self.lr_v <= 0 or self.hidden < 1 or self.inner_lr < 0:
             raise ValueError("lr_v must be positive, hidden at least 1 and inner_lr >= 0")
 
@@ -86,12 +84,7 @@ class MWN(Method):
         return {"loss": losses.mean().detach(), "loss_meta_lookahead": meta_loss.detach(),
                 "w_mean": w.mean()}
 
-    @torch.no_grad()
     def weights(self) -> Tensor:
-        data, model = self.ctx.train_set, self.ctx.model
-        was_training = model.training
-        model.eval()
-        w = torch.cat([self.vnet(self.ctx.loss(model(data.x[i: i + 1000]), data.y[i: i + 1000]))
-                       for i in range(0, len(data), 1000)])
-        model.train(was_training)
-        return w.cpu()
+        model, loss = self.ctx.model, self.ctx.loss
+        return over_chunks(model, lambda x, y: self.vnet(loss(model(x), y)),
+                           self.ctx.train_set).cpu()

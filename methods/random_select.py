@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Pool
+from .base import Pool, count_of
 from .erm import ERM
 
 
@@ -28,7 +28,7 @@ class RandomSelect(ERM):
 
     def __init__(self, ctx, hparams=None) -> None:
         super().__init__(ctx, hparams)
-        k = int(self.hp.beta * ctx.n_train)
+        k = count_of(self.hp.beta, ctx.n_train)
         self.subset = torch.randperm(ctx.n_train, generator=ctx.generator)[:k].sort().values
 
     def pool(self) -> Pool:

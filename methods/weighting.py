@@ -19,7 +19,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Batch, Context
+from .base import Context, over_chunks
+
+
+def check_weights(kind: str, optimizer: str, storage: str) -> None:
+    """Reject settings of the weight parameterisation that would be silently ignored."""
+    if kind not in ("net", "per_sample"):
+        raise ValueError(f"weights must be net or per_sample, got {kind!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"w_optimizer must be adam or sgd, got {optimizer!r}")
+    if storage not in ("device", "cpu", "memmap"):
+        raise ValueError(f"weight_storage must be device, cpu or memmap, got {storage!r}")
+    if kind == "net" and storage != "device":
+        raise ValueError("weight_storage applies to weights=per_sample only (the weight network "
+                         "is small and lives on the device)")
 
 
 class RowParams:
@@ -40,8 +53,7 @@ class RowParams:
         else:
             self.table = torch.zeros(n, cols, dtype=torch.float32,
                                      device=device if storage == "device" else "cpu")
-        self.table.zero_()
-        self.table[:, 0] = init
+        self.table[:, 0] = init  # the optimiser state starts at zero
         self.on_device = storage == "device"
 
     def gather(self, index: Tensor) -> Tensor:
@@ -79,17 +91,16 @@ class ExampleWeights:
                  concat_label: bool = False, storage: str = "device") -> None:
         self.ctx, self.kind, self.concat_label = ctx, kind, concat_label
         self._rows: tuple[Tensor, Tensor] | None = None
+        check_weights(kind, optimizer, storage)
         if kind == "net":
             in_dim = embedding_dim(ctx) + (ctx.num_classes if concat_label else 0)
             self.net = nn.Linear(in_dim, 1).to(ctx.device)
             nn.init.constant_(self.net.bias, init_logit)
             self.opt = make_weight_optimizer(list(self.net.parameters()), optimizer, lr)
             self.table = None
-        elif kind == "per_sample":
+        else:
             self.net, self.opt = None, None
             self.table = RowParams(ctx.n_train, init_logit, optimizer, lr, storage, ctx.device)
-        else:
-            raise ValueError(f"unknown weight parameterisation {kind!r}")
 
     def _net_input(self, emb: Tensor, y: Tensor) -> Tensor:
         e = emb.detach().reshape(emb.shape[0], -1)
@@ -125,15 +136,9 @@ class ExampleWeights:
         """w_i for every example of Dt under the current model and φ (on the CPU)."""
         if self.table is not None:
             return torch.sigmoid(self.table.table[:, 0]).cpu()
-        data: Batch = self.ctx.train_set
-        model = self.ctx.model
-        was_training = model.training
-        model.eval()
-        chunks = [torch.sigmoid(self.net(self._net_input(self.ctx.embed(data.x[i: i + 1000]),
-                                                         data.y[i: i + 1000])))
-                  for i in range(0, len(data), 1000)]
-        model.train(was_training)
-        return torch.cat(chunks).squeeze(-1).cpu()
+        w = over_chunks(self.ctx.model, lambda x, y: torch.sigmoid(
+            self.net(self._net_input(self.ctx.embed(x), y))).squeeze(-1), self.ctx.train_set)
+        return w.cpu()
 
 
 def embedding_dim(ctx: Context) -> int:

@@ -80,6 +80,7 @@ TERMS = {
     "meta_term_only": dict(rho_theta_train=0.0, prior_precision=0.0, rho_w=0.0, sigma=1e6),
     "sparsity_prior_only": dict(rho_w=0.0),
     "phi_data_term_only": dict(sigma=1e6),
+    "equal_rhos": dict(rho_theta_train=0.9),  # the single-surrogate path with ρ_θᵗ = ρ_w
 }
 
 

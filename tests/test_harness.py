@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 
 import pandas as pd
@@ -114,22 +113,33 @@ def test_resident_storages_are_unique_and_follow_optimisers():
     opt = torch.optim.Adam(model.parameters())
     model(torch.randn(2, 10)).sum().backward()
     opt.step()
-    found = resident_storages(model, opt, {"again": model})
-    # weight, bias, their grads, and exp_avg/exp_avg_sq per parameter (step counters are tiny)
-    assert len(found) >= 8
-    assert len(found) == len({s.data_ptr() for s in found.values()})
+    found = resident_storages(model, opt, {"again": model})  # the model twice, counted once
+    # 110 floats each of parameters, gradients, Adam's exp_avg and exp_avg_sq; 2 step counters
+    assert sum(s.nbytes() for s in found.values()) == 4 * 110 * 4 + 2 * 4
 
 
 def test_step_time_excludes_evaluation(digits, monkeypatch):
-    real = harness.evaluate
+    """No evaluation runs while a step is being timed, and every unmetered step is timed."""
+    real_evaluate, real_time = harness.evaluate, harness.StepTimer.time
+    timing = {"now": False, "evals": 0, "steps": 0}
 
-    def slow_evaluate(*args, **kwargs):
-        time.sleep(0.2)
-        return real(*args, **kwargs)
+    def evaluate(*args, **kwargs):
+        assert not timing["now"], "evaluation inside a timed step"
+        timing["evals"] += 1
+        return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(harness, "evaluate", slow_evaluate)
+    @contextlib.contextmanager
+    def watched(self):
+        timing["now"], timing["steps"] = True, timing["steps"] + 1
+        with real_time(self):
+            yield
+        timing["now"] = False
+
+    monkeypatch.setattr(harness, "evaluate", evaluate)
+    monkeypatch.setattr(harness.StepTimer, "time", watched)
     out = one_run(digits, "train_only", steps=20)
-    assert out.time_per_step_ms < 200
+    assert timing["evals"] == 2 * 3 and timing["steps"] == 20 - len(harness.METERED_STEPS)
+    assert out.time_per_step_ms > 0
 
 
 def test_diverging_run_is_reported_not_raised(digits, extra_methods):

@@ -64,7 +64,10 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
 
     def fmt(v) -> str:
         if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:.{digits}g}" if abs(v) >= 1e4 else f"{v:.{digits}f}"
+            if pd.isna(v):
+                return ""
+            small_or_large = v != 0 and (abs(v) < 10 ** -(digits - 1) or abs(v) >= 1e4)
+            return f"{v:.{digits}g}" if small_or_large else f"{v:.{digits}f}"
         return str(v)
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

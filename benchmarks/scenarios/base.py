@@ -6,7 +6,6 @@ the Settings dataclass defaults, the profile, the source, the user's ``--set``.
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -127,10 +126,6 @@ class Scenario(ABC):
     @abstractmethod
     def metric(self, output: Tensor, target: Tensor) -> float:
         """The target metric (higher is better) of outputs against targets."""
-
-
-def settings_fields(settings_cls: type) -> dict[str, Any]:
-    return {f.name: f for f in dataclasses.fields(settings_cls)}
 
 
 def make_optimizer(settings: TrainSettings):

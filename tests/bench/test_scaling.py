@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
+from toys import bce
 
 from benchmarks.metering import peak_memory
 from benchmarks.models import LeNet, num_parameters
@@ -26,10 +26,6 @@ pytestmark = pytest.mark.bench
 
 ROUNDS, WARMUP, BATCH, META_BATCH, N_META = 50, 5, 100, 50, 50
 OUT = Path(__file__).resolve().parents[2] / "results" / "benchmarks"
-
-
-def bce(out, y):
-    return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction="none")
 
 
 def measure(method_name: str, hparams: dict, width: float = 1.0, n_train: int = 5000) -> dict:
