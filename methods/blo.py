@@ -70,7 +70,7 @@ class BLO(Method):
         out, emb = ctx.forward_features(train.x)  # θ's step below reuses this forward pass
         w = normalised(self.w(emb, train.y, train.index))
         meta_loss = lookahead_meta_loss(
-            ctx.model, train.x, lambda out: (w * ctx.loss(out, train.y)).sum(), meta, ctx.loss,
+            ctx.model, train.x, lambda fast_out: (w * ctx.loss(fast_out, train.y)).sum(), meta, ctx.loss,
             steps=self.hp.k, inner_lr=self.alpha, backend=self.hp.backend)
         self.w.zero_grad()
         meta_loss.backward()
