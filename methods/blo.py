@@ -67,7 +67,8 @@ class BLO(Method):
     def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
         assert meta is not None, "blo needs a meta batch"
         ctx = self.ctx
-        out, emb = ctx.forward_features(train.x)  # θ's step below reuses this forward pass
+        with torch.no_grad():  # the weight network's input; no graph kept through the look-ahead
+            emb = ctx.embed(train.x) if self.w.net is not None else train.x
         w = normalised(self.w(emb, train.y, train.index))
         meta_loss = lookahead_meta_loss(
             ctx.model, train.x, lambda fast_out: (w * ctx.loss(fast_out, train.y)).sum(), meta, ctx.loss,
@@ -79,7 +80,9 @@ class BLO(Method):
         with torch.no_grad():
             w_new = normalised(self.w(emb, train.y, train.index))
         self.opt.zero_grad(set_to_none=True)
-        losses = ctx.loss(out, train.y)  # θ is unchanged since the forward pass above
+        # a fresh forward pass: reusing one from before the look-ahead would keep its activations
+        # alive through the unroll and raise the peak memory of the step
+        losses = ctx.loss(ctx.model(train.x), train.y)
         (w_new * losses).sum().backward()
         self.opt.step()
         return {"loss": losses.mean().detach(), "loss_meta_lookahead": meta_loss.detach()}
