@@ -21,7 +21,7 @@ from methods import get_method
 from .errors import ConfigError
 from .scenarios import Scenario
 
-SUITE_VERSION = 1  # bump when a change alters what an existing configuration computes
+SUITE_VERSION = 2  # bump when a change alters what an existing configuration computes
 
 
 @dataclass(frozen=True)

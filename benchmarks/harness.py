@@ -1,9 +1,11 @@
 """One run: seed, build the model and the method, loop, evaluate, meter.
 
-Seeding: the data split uses ``derive_seed(seed, scenario, source)``; the model initialisation,
-batch order and the method's RNG use ``derive_seed(seed, scenario, source, "run")``. Methods at
-the same seed therefore share Dt, Dm and the initial model (common random numbers), and a run
-repeated on the same machine gives identical curves on the CPU.
+Seeding: the data split uses ``derive_seed(seed, scenario, source)``; the model initialisation
+uses ``run_seed = derive_seed(seed, scenario, source, "run")``, and the train batches, the meta
+batches and the method's RNG each have their own seed derived from it. Methods at the same seed
+therefore share Dt, Dm, the initial model and, when they draw from the same pool, the sequence of
+train batches (common random numbers), and a run repeated on the same machine gives identical
+curves on the CPU.
 
 Batches: the train pool the method declares is shuffled once per epoch and cut into batches of
 ``min(batch_size, |pool|)``; Bm likewise from Dm with ``min(meta_batch_size, N_m)``.
@@ -163,7 +165,6 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
     run_seed = derive_seed(spec.seed, spec.scenario, spec.source, "run")
     seed_everything(run_seed)
     model = scenario.make_model(data, settings).to(device)
-    gen = torch.Generator().manual_seed(run_seed)
     train, meta = _on_device(data.train, device), _on_device(data.meta, device)
 
     def forward_features(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -184,8 +185,11 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
     prepare_started = time.perf_counter()
     method.prepare()
     prepare_s = time.perf_counter() - prepare_started
-    train_batches = PoolBatches(method.pool(), train, meta, settings.batch_size, gen, device)
-    meta_batches = (SplitBatches(meta, settings.meta_batch_size, gen, device)
+    # one generator per stream, so that drawing Bm never shifts the order of the train batches
+    train_gen = torch.Generator().manual_seed(derive_seed(run_seed, "train"))
+    meta_gen = torch.Generator().manual_seed(derive_seed(run_seed, "meta"))
+    train_batches = PoolBatches(method.pool(), train, meta, settings.batch_size, train_gen, device)
+    meta_batches = (SplitBatches(meta, settings.meta_batch_size, meta_gen, device)
                     if cls.uses_meta_batch else None)
     datasets = [t for split in (train, meta) for t in (split.x, split.y)]
     datasets += [ctx.train_set.index, ctx.meta_set.index]

@@ -182,3 +182,15 @@ def test_objects_with_call_are_walked_for_resident_tensors():
 
     found = resident_storages({"w": Holder(), "fn": lambda: None})
     assert sum(s.nbytes() for s in found.values()) == 4 * MIB
+
+
+def test_methods_on_the_same_pool_see_the_same_train_batches(digits):
+    scenario, source = digits
+    orders = []
+    for method in ("train_only", "bads"):  # bads also draws Bm every step; train_only does not
+        spec = plan("balancing", "digits", "quick", [method], [0], {}, {})[0]
+        data = scenario.build(source, scenario.Settings(**spec.settings), 7)
+        setup = harness.set_up(spec, scenario, data, torch.device("cpu"))
+        orders.append(torch.cat([setup.next_batches()[0].index for _ in range(12)]))
+    assert len(orders[0]) > 3 * len(data.train)  # several epochs
+    assert torch.equal(orders[0], orders[1])
