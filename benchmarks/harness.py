@@ -167,16 +167,11 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
     model = scenario.make_model(data, settings).to(device)
     train, meta = _on_device(data.train, device), _on_device(data.meta, device)
 
-    def forward_features(x: Tensor) -> tuple[Tensor, Tensor]:
-        features = model.features(x)
-        return model.head(features), features
-
     ctx = Context(
         model=model, make_optimizer=make_optimizer(settings), n_train=len(train),
         n_meta=len(meta), loss=scenario.loss, embed=lambda x: model.features(x).detach(),
         device=device, num_classes=data.num_classes,
         generator=torch.Generator().manual_seed(derive_seed(run_seed, "method")),
-        forward_features=forward_features,
         train_set=Batch(train.x, train.y, torch.arange(len(train), device=device)),
         meta_set=Batch(meta.x, meta.y, torch.arange(len(meta), device=device)),
     )
