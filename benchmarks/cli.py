@@ -1,4 +1,4 @@
-"""The ``dps-bench`` command: list | run | report | download."""
+"""The ``dps-bench`` command: list | run | reproduce | report | download."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   dps-bench run --scenario balancing --methods mixing --source mnist --data-dir ../shared/data \\
       --profile paper --set meta_per_class=5 --out runs/mnist
   dps-bench report --out runs/balancing
+  dps-bench reproduce --profile quick --out results
 """
 
 
@@ -75,28 +76,81 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, profile: str,
+           method_names: list[str], seeds: list[int], sets: list[str], out: str):
     from .sweep import plan, run_sweep
 
-    methods = list(dict.fromkeys(_csv_list(args.methods)))  # drop repeats, keep the order
+    methods = list(dict.fromkeys(method_names))  # drop repeats, keep the order
     if not methods:
         raise DpsBenchError("--methods is empty; see `dps-bench list` for the names")
     for m in methods:
         get_method(m)  # unknown names fail here, before any data is loaded
-    scenario = get_scenario(args.scenario)
-    settings, hparams = parse_sets(args.set or [], scenario, methods)
+    scenario = get_scenario(scenario_name)
+    settings, hparams = parse_sets(sets, scenario, methods)
     if args.steps is not None:
         settings["steps"] = args.steps
-    specs = plan(args.scenario, args.source, args.profile, methods, args.seeds, settings, hparams)
-    result = run_sweep(specs, args.out, data_dir=args.data_dir, device=args.device,
+    specs = plan(scenario_name, source, profile, methods, seeds, settings, hparams)
+    result = run_sweep(specs, out, data_dir=args.data_dir, device=args.device,
                        progress=None if not args.no_progress else False, force=args.force)
     print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
-          f"{len(result.failed)} failed; results in {args.out}/runs.csv")
+          f"{len(result.failed)} failed; results in {out}/runs.csv")
     if result.failed:
         print("failed runs (rerun the same command to retry them):", file=sys.stderr)
         for f in result.failed:
             print("  " + f.strip().replace("\n", "\n    "), file=sys.stderr)
-        return 1
+    return result
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    result = _sweep(args, args.scenario, args.source, args.profile, _csv_list(args.methods),
+                    args.seeds, args.set or [], args.out)
+    return 1 if result.failed else 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import summarize, to_markdown
+    from .reproduce import references, select
+    from .store import Store
+
+    chosen = select(references(), args.profile, _csv_list(args.only) if args.only else None)
+    if not chosen:
+        raise DpsBenchError(f"no reference experiment has profile {args.profile!r}; "
+                            "see `dps-bench reproduce --list`")
+    failed, skipped = 0, []
+    for i, ref in enumerate(chosen, 1):
+        out = str(Path(args.out) / ref.out)
+        print(f"[{i}/{len(chosen)}] {ref.name}: {ref.scenario} on {ref.source}, profile "
+              f"{ref.profile}, {len(ref.methods)} methods x {len(ref.seeds)} seeds -> {out}")
+        try:
+            result = _sweep(args, ref.scenario, ref.source, ref.profile, ref.methods, ref.seeds,
+                            ref.sets, out)
+        except DpsBenchError as e:  # e.g. real data absent: the other experiments still run
+            skipped.append(f"{ref.name}: {e}")
+            print(f"  skipped: {e}", file=sys.stderr)
+            continue
+        failed += len(result.failed)
+        store = Store(out)
+        summary = to_markdown(summarize(store.runs(), store.curves()))
+        (Path(out) / "summary.md").write_text(summary + "\n")
+        print(f"  summary: {out}/summary.md")
+    if skipped:
+        print(f"{len(skipped)} of {len(chosen)} reference experiments skipped:", file=sys.stderr)
+        for line in skipped:
+            print("  " + line, file=sys.stderr)
+    if len(skipped) == len(chosen):
+        return 2
+    return 1 if failed else 0
+
+
+def cmd_references(args: argparse.Namespace) -> int:
+    from .reproduce import references
+
+    for ref in references():
+        sets = f" set {', '.join(ref.sets)}" if ref.sets else ""
+        print(f"{ref.name}: {ref.scenario} / {ref.source} / profile {ref.profile}; "
+              f"{', '.join(ref.methods)}; seeds {ref.seeds}{sets} -> {ref.out}")
     return 0
 
 
@@ -162,6 +216,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rerun runs already complete in --out (each old row is replaced only "
                         "when its new run has finished), e.g. after changing a method's code")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "reproduce", help="run the reference experiments of the paper's tables; resumable",
+        description="Run every reference experiment (benchmarks/configs/reference/*.yaml) of a "
+                    "profile through the same resumable sweep as `run`, and write each results "
+                    "directory's summary.md. Experiments whose data is absent are skipped with "
+                    "the reason. `--profile quick` needs no data files.",
+        epilog="examples:\n  dps-bench reproduce --profile quick --out results\n"
+               "  dps-bench reproduce --profile paper --data-dir ../shared/data --out results\n"
+               "  dps-bench reproduce --list",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="quick", help="quick (default) or paper")
+    p.add_argument("--only", help="comma-separated reference names (see --list)")
+    p.add_argument("--list", action="store_true", help="list the reference experiments and exit")
+    p.add_argument("--out", default="runs", help="results root (default: runs/); each experiment "
+                                                "writes to OUT/<its out>")
+    p.add_argument("--data-dir", help="directory holding <source>/ data files "
+                                      "(default: $DPS_DATA_DIR)")
+    p.add_argument("--steps", type=int, help="override every experiment's number of steps")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="rerun runs already complete")
+    p.set_defaults(func=lambda a: cmd_references(a) if a.list else cmd_reproduce(a))
 
     p = sub.add_parser("report", help="summary table (mean over seeds) of a results directory")
     p.add_argument("--out", required=True, help="results directory written by `run`")

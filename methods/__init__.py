@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "l2rw": "methods.l2rw:L2RW",
     "mwn": "methods.mwn:MWN",
     "cds": "methods.cds:CDS",
+    "classact": "methods.classact:ClassAct",
 }
 
 

@@ -75,9 +75,13 @@ class CDS(Method):
                           hp.batch_size)
         tuned = train_copy(copy.deepcopy(base), ctx, ctx.meta_set, hp.finetune_steps,
                            hp.batch_size)
-        self.scores = losses_of(base, ctx, ctx.train_set) - losses_of(tuned, ctx, ctx.train_set)
-        self.selected = torch.zeros(ctx.n_train)  # the global top ⌊β·N_t⌋, for weights()
-        self.selected[self.scores.topk(count_of(hp.beta, ctx.n_train)).indices.cpu()] = 1.0
+        self.set_scores(losses_of(base, ctx, ctx.train_set) - losses_of(tuned, ctx, ctx.train_set))
+
+    def set_scores(self, scores: Tensor) -> None:
+        """Fix s_i for every example of Dt, and the global top ⌊β·N_t⌋ that weights() exports."""
+        self.scores = scores
+        self.selected = torch.zeros(self.ctx.n_train)
+        self.selected[scores.topk(count_of(self.hp.beta, self.ctx.n_train)).indices.cpu()] = 1.0
 
     def keep(self, batch: Batch) -> Tensor:
         """Positions in ``batch`` of its top-k examples by score."""
