@@ -14,7 +14,9 @@ embedding e_i (concatenated with the one-hot label when ``concat_label``), or on
 φ_i per example (``weights="per_sample"``). φ is sampled in place of w.
 
 Each step (SGLD, Bt ⊂ Dt, Bm ⊂ Dm) minimises with the optimisers, in one forward and one backward
-pass over Bt ∪ Bm (the prior's gradient (Ŝ − ⌊β·N_t⌋)/σ² per w_i is formed without autograd),
+pass of the model over Bt ∪ Bm, where φ's gradient is formed in closed form without autograd:
+∂U_φ/∂w_i = (Ŝ − ⌊β·N_t⌋)/σ² + ρ_w·(N_t/|Bt|)·l(z_i; θ), chained through w_i = sigmoid(a_i)
+(see ``ExampleWeights.step_from``),
 
     U_θ = (λ/2)‖θ‖² + ρ_θᵗ·N_t·mean_{i∈Bt}(w_i·l(z_i; θ)) + ρ_θᵐ·N_m·mean_{j∈Bm} l(z_j; θ)   (w fixed)
     U_φ = (Ŝ − ⌊β·N_t⌋)² / (2σ²) + ρ_w·N_t·mean_{i∈Bt}(w_i(φ)·l(z_i; θ))                  (θ fixed)
@@ -119,6 +121,7 @@ class BADS(Method):
         # swamp the data term
         self.window = torch.zeros(hp.s_avg, device=ctx.device, dtype=torch.float64)
         self.t = 0
+        self._meta_coef_cache: Tensor | None = None
 
     def _noise_std(self, lr: float) -> float:
         hp = self.hp
@@ -131,13 +134,15 @@ class BADS(Method):
     def running_mean(self, batch_mean: Tensor) -> Tensor:
         """w̄: mean of the last s_avg minibatch mean weights, this one included; no gradient."""
         self.window[self.t % self.hp.s_avg] = batch_mean.detach()
-        return self.window[: min(self.t + 1, self.hp.s_avg)].mean()
+        if self.t + 1 >= self.hp.s_avg:
+            return self.window.mean()
+        return self.window[: self.t + 1].mean()
 
     def sum_estimate(self, w: Tensor) -> Tensor:
-        """Ŝ = Σ_{i∈Bt} w_i + (N_t − |Bt|)·w̄ (gradient flows through the first term only)."""
-        w64 = w.double()
-        w_bar = self.running_mean(w64.mean())
-        return w64.sum() + (self.ctx.n_train - w.shape[0]) * w_bar
+        """Ŝ = Σ_{i∈Bt} w_i + (N_t − |Bt|)·w̄, in float64 (no gradient: w̄ is held constant)."""
+        s = w.sum(dtype=torch.float64)
+        w_bar = self.running_mean(s / w.shape[0])
+        return s + (self.ctx.n_train - w.shape[0]) * w_bar
 
     def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
         ctx, hp = self.ctx, self.hp
@@ -145,36 +150,36 @@ class BADS(Method):
         nb = len(train)
         out, emb = ctx.forward_features(torch.cat([train.x, meta.x]))
         losses = ctx.loss(out, torch.cat([train.y, meta.y]))
-        loss_t, loss_m = losses[:nb], losses[nb:]
-        w = self.w(emb[:nb], train.y, train.index)
         with torch.no_grad():
+            w = self.w.value(emb[:nb], train.y, train.index)
+            loss_t = losses[:nb].detach()
             s_hat = self.sum_estimate(w)
-            # ∂U_prior/∂w_i = (Ŝ − ⌊β·N_t⌋)/σ², the same for every i in Bt (w̄ is constant)
+            # ∂U_φ/∂w_i = (Ŝ − ⌊β·N_t⌋)/σ² + ρ_w·(N_t/|Bt|)·l(z_i; θ): the prior's part is the same
+            # for every i in Bt (w̄ is constant), the data part is l_i scaled
             prior_grad = ((s_hat - self.target) / hp.sigma**2).to(w.dtype)
-        # One surrogate whose gradients are ∇_θ U_θ and ∇_φ U_φ: w depends on φ alone (its
-        # input embedding is detached) and l on θ alone, so with equal ρ_θᵗ and ρ_w the data
-        # term needs no detached copies.
-        per_train = ctx.n_train / nb
-        if hp.rho_theta_train == hp.rho_w:
-            data = (w * (prior_grad + hp.rho_w * per_train * loss_t)).sum()
-        else:
-            data = (w * prior_grad).sum() + per_train * (
-                hp.rho_theta_train * (w.detach() * loss_t).sum()
-                + hp.rho_w * (w * loss_t.detach()).sum())
-        surrogate = data + (hp.rho_theta_meta * ctx.n_meta / len(loss_m)) * loss_m.sum()
-
+            dw = torch.add(prior_grad, loss_t, alpha=hp.rho_w * ctx.n_train / nb)
+            # U_θ's data terms as per-example coefficients on l: ρ_θᵗ·(N_t/|Bt|)·w_i on Bt and
+            # ρ_θᵐ·N_m/|Bm| on Bm
+            coef = torch.cat([w * (hp.rho_theta_train * ctx.n_train / nb),
+                              self._meta_coef(len(meta), w)]).to(losses.dtype)
         self.model_opt.zero_grad(set_to_none=True)
-        self.w.zero_grad()
-        surrogate.backward()
+        torch.dot(losses, coef).backward()  # ∇_θ U_θ (minus the Gaussian prior's λθ)
         if hp.prior_precision:
             params = [p for p in ctx.model.parameters() if p.grad is not None]
             torch._foreach_add_([p.grad for p in params], params, alpha=hp.prior_precision)
         self.model_opt.step()
         self._add_noise(self.model_opt)
-        self.w.step(self._noise_std(hp.lr_w))
+        self.w.step_from(dw, w, self._noise_std(hp.lr_w))  # ∇_φ U_φ in closed form
         self.t += 1
-        return {"loss_train": loss_t.detach().mean(), "loss_meta": loss_m.detach().mean(),
-                "w_mean": w.detach().mean(), "sum_w": s_hat}
+        return {"loss_train": loss_t.mean(), "loss_meta": losses[nb:].detach().mean(),
+                "w_mean": w.mean(), "sum_w": s_hat}
+
+    def _meta_coef(self, n: int, like: Tensor) -> Tensor:
+        """ρ_θᵐ·N_m/|Bm| repeated |Bm| times (cached per batch size)."""
+        if self._meta_coef_cache is None or self._meta_coef_cache.shape[0] != n:
+            self._meta_coef_cache = torch.full((n,), self.hp.rho_theta_meta * self.ctx.n_meta / n,
+                                               dtype=like.dtype, device=like.device)
+        return self._meta_coef_cache
 
     @torch.no_grad()
     def _add_noise(self, opt: torch.optim.Optimizer) -> None:

@@ -85,7 +85,14 @@ class RowParams:
 
 
 class ExampleWeights:
-    """w(φ) for a minibatch, φ's optimiser step, and every example's current weight."""
+    """w(φ) for a minibatch, φ's optimiser step, and every example's current weight.
+
+    Two ways to train φ: autograd (``__call__`` for a differentiable w, a backward pass, then
+    ``step``), or in closed form (``value`` for w without a graph, then ``step_from`` with ∂U/∂w_i):
+    with a_i the logit of w_i = sigmoid(a_i), ∂U/∂a_i = ∂U/∂w_i · w_i(1 − w_i), so
+    ∇_φ U = Σ_i ∂U/∂a_i · [e_i, 1] for the weight network (a_i = vᵀe_i + b) and ∂U/∂a_i for
+    per-sample logits (a_i = φ_i). BADS uses the closed form: it needs no graph through φ.
+    """
 
     def __init__(self, ctx: Context, kind: str, init_logit: float, optimizer: str, lr: float,
                  concat_label: bool = False, storage: str = "device") -> None:
@@ -98,6 +105,8 @@ class ExampleWeights:
             nn.init.constant_(self.net.bias, init_logit)
             self.opt = make_weight_optimizer(list(self.net.parameters()), optimizer, lr)
             self.table = None
+            self._v = self.net.weight.detach().view(-1)  # shares storage: stays current
+            self._input: Tensor | None = None
         else:
             self.net, self.opt = None, None
             self.table = RowParams(ctx.n_train, init_logit, optimizer, lr, storage, ctx.device)
@@ -115,6 +124,31 @@ class ExampleWeights:
         phi = self.table.gather(index)
         self._rows = (index, phi)
         return torch.sigmoid(phi)
+
+    @torch.no_grad()
+    def value(self, emb: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        """w_i for the batch without a graph; remembers what ``step_from`` needs."""
+        if self.net is not None:
+            self._input = self._net_input(emb, y)
+            return torch.addmv(self.net.bias.detach(), self._input, self._v).sigmoid_()
+        phi = self.table.gather(index).detach_()
+        self._rows = (index, phi)
+        return phi.sigmoid_()
+
+    @torch.no_grad()
+    def step_from(self, dw: Tensor, w: Tensor, noise_std: float = 0.0) -> None:
+        """One optimiser step on φ given ∂U/∂w_i for the batch of the last ``value`` call (and
+        that call's w), then N(0, noise_std²) noise."""
+        da = torch.addcmul(w, w, w, value=-1.0).mul_(dw)  # ∂U/∂a_i = ∂U/∂w_i · w_i(1 − w_i)
+        if self.net is not None:
+            self.net.weight.grad = torch.mv(self._input.t(), da).view_as(self.net.weight)
+            self.net.bias.grad = da.sum().view_as(self.net.bias)
+            self._input = None
+            self.step(noise_std)
+        else:
+            index, _ = self._rows
+            self.table.update(index, da, noise_std)
+            self._rows = None
 
     def zero_grad(self) -> None:
         if self.opt is not None:
@@ -150,20 +184,51 @@ def embedding_dim(ctx: Context) -> int:
 
 
 def make_weight_optimizer(params: list[nn.Parameter], name: str, lr: float
-                          ) -> torch.optim.Optimizer:
-    """Adam (fused into one kernel where this torch supports it) or SGD."""
+                          ) -> torch.optim.Optimizer | LeanAdam:
+    """Adam (:class:`LeanAdam`) or SGD."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # torch or device without fused Adam
-        return torch.optim.Adam(params, lr=lr)
+    return LeanAdam(params, lr=lr)
+
+
+class LeanAdam:
+    """Adam (Kingma & Ba; torch.optim.Adam's defaults and update, no weight decay or amsgrad) in
+    five multi-tensor ops per step: for the weight network's few parameters, torch.optim's
+    per-step Python bookkeeping costs more than the update itself.
+
+        m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²,
+        p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + eps)
+    """
+
+    def __init__(self, params: list[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        self.m = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.v = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.t = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        grads = [p.grad for p in self.params]
+        torch._foreach_lerp_(self.m, grads, 1 - b1)
+        torch._foreach_mul_(self.v, b2)
+        torch._foreach_addcmul_(self.v, grads, grads, value=1 - b2)
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_add_(denom, self.eps * (1 - b2**self.t) ** 0.5)
+        step = self.lr * (1 - b2**self.t) ** 0.5 / (1 - b1**self.t)
+        torch._foreach_addcdiv_(self.params, self.m, denom, value=-step)
 
 
 @torch.no_grad()
 def add_gaussian_(params: list[Tensor], std: float) -> None:
     """p ← p + std·ε for every p, ε ~ N(0, I) drawn once for all of them."""
     sizes = [p.numel() for p in params]
-    noise = torch.randn(sum(sizes), device=params[0].device, dtype=params[0].dtype).mul_(std)
+    noise = torch.randn(sum(sizes), device=params[0].device, dtype=params[0].dtype)
     torch._foreach_add_(list(params), [n.view_as(p) for n, p in
-                                       zip(noise.split(sizes), params, strict=True)])
+                                       zip(noise.split(sizes), params, strict=True)], alpha=std)

@@ -80,7 +80,7 @@ TERMS = {
     "meta_term_only": dict(rho_theta_train=0.0, prior_precision=0.0, rho_w=0.0, sigma=1e6),
     "sparsity_prior_only": dict(rho_w=0.0),
     "phi_data_term_only": dict(sigma=1e6),
-    "equal_rhos": dict(rho_theta_train=0.9),  # the single-surrogate path with ρ_θᵗ = ρ_w
+    "equal_rhos": dict(rho_theta_train=0.9),  # ρ_θᵗ = ρ_w
 }
 
 
@@ -101,6 +101,25 @@ def test_step_follows_the_closed_form_gradients(term):
     torch.testing.assert_close(theta0 - theta1, 0.5 * g_theta, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(phi0 - phi1, 0.05 * g_phi, rtol=1e-10, atol=1e-12)
     assert g_theta.abs().sum() > 0 or term == "sparsity_prior_only"
+
+
+def test_lean_adam_takes_torch_adams_steps():
+    from methods.weighting import LeanAdam
+
+    g = torch.Generator().manual_seed(0)
+    p_ref = [torch.randn(5, 3, generator=g), torch.randn(3, generator=g)]
+    p_lean = [p.clone() for p in p_ref]
+    ref = torch.optim.Adam([p.requires_grad_() for p in p_ref], lr=0.01)
+    lean = LeanAdam(p_lean, lr=0.01)
+    for _ in range(5):
+        grads = [torch.randn(p.shape, generator=g) for p in p_ref]
+        for opt, params in ((ref, p_ref), (lean, p_lean)):
+            opt.zero_grad()
+            for p, gr in zip(params, grads, strict=True):
+                p.grad = gr.clone()
+            opt.step()
+    for a, b in zip(p_ref, p_lean, strict=True):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-14)
 
 
 def test_running_mean_uses_the_last_s_avg_batches_and_carries_no_gradient():

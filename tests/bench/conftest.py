@@ -42,12 +42,12 @@ def quick_setup(scenario: str, method: str, hparams: dict | None = None,
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Write results/benchmarks/COST.md from this run's step-cost measurements."""
+    """Write COST.md (in $DPS_BENCH_OUT, default results/benchmarks/) from this run's step-cost
+    measurements."""
     from pathlib import Path
 
-    from .cost_table import write_cost_table
+    from .cost_table import OUT, write_cost_table
     from .test_step_cost import RESULTS
 
     if RESULTS:
-        root = Path(__file__).resolve().parents[2]
-        write_cost_table(RESULTS, root / "results" / "benchmarks" / "COST.md")
+        write_cost_table(RESULTS, Path(OUT) / "COST.md")

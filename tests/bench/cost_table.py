@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 from pathlib import Path
 
@@ -9,6 +11,23 @@ import pandas as pd
 import torch
 
 from benchmarks.report import to_markdown
+
+FIELDS = ("scenario", "source", "case", "device", "threads", "peak_mb", "prepare_s")  # extra_info
+OUT = Path(os.environ.get("DPS_BENCH_OUT", Path(__file__).resolve().parents[2] / "results"
+                                            / "benchmarks"))
+
+
+def results_from_json(path: Path) -> dict[tuple[str, str], dict]:
+    """The step-cost measurements of a pytest-benchmark JSON file (``--benchmark-json``), keyed
+    like ``test_step_cost.RESULTS``: the median time and every field the COST table needs."""
+    data = json.loads(Path(path).read_text())
+    out = {}
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if not all(k in info for k in FIELDS):
+            continue  # not a step-cost benchmark (e.g. scaling)
+        out[(info["scenario"], info["case"])] = {"ms": bench["stats"]["median"] * 1e3, **info}
+    return out
 
 
 def cost_frame(results: dict[tuple[str, str], dict]) -> pd.DataFrame:

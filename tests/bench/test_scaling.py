@@ -21,11 +21,11 @@ from benchmarks.models import LeNet, num_parameters
 from methods import Batch, Context, get_method
 
 from .conftest import device
+from .cost_table import OUT
 
 pytestmark = pytest.mark.bench
 
 ROUNDS, WARMUP, BATCH, META_BATCH, N_META = 50, 5, 100, 50, 50
-OUT = Path(__file__).resolve().parents[2] / "results" / "benchmarks"
 
 
 def measure(method_name: str, hparams: dict, width: float = 1.0, n_train: int = 5000) -> dict:

@@ -13,6 +13,8 @@ last test checks, within this run, BADS time ≤ 1.15x and BADS peak memory ≤ 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -23,7 +25,7 @@ from .conftest import BENCH_SCENARIOS, device, quick_setup
 
 pytestmark = pytest.mark.bench
 
-ROUNDS, WARMUP = 200, 20
+ROUNDS, WARMUP = int(os.environ.get("DPS_BENCH_ROUNDS", 200)), 20
 LIMIT_RATIO = 1.15
 RESULTS: dict[tuple[str, str], dict] = {}  # (scenario, case) -> measurements
 
