@@ -130,6 +130,10 @@ def test_report_summarises_the_store(tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path), "--format", "csv"]) == 0
     table = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
     assert set(table.method) == {"train_only", "mixing"} and (table.n == 2).all()
+    rows = table.set_index("method")
+    assert rows.loc["train_only", "time_x"] == 1.0 and rows.loc["train_only", "mem_x"] == 1.0
+    assert rows.loc["mixing", "time_x"] == pytest.approx(
+        rows.loc["mixing", "time_ms"] / rows.loc["train_only", "time_ms"])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -32,8 +32,10 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     other setting and hyperparameter, shown as the ``config`` hash) over the ok runs.
 
     Columns: n (seeds), final_mean, final_std, best_mean, time_ms (median over seeds),
-    peak_mb (max over seeds), n_bad (runs that diverged or failed) and, given the curves,
-    w:<group> (mean over seeds of each group's mean weight at the last evaluation).
+    peak_mb (max over seeds), time_x and mem_x (time_ms and peak_mb over those of
+    ``train_only`` on the same scenario, source, profile and meta_per_class, when it ran),
+    n_bad (runs that diverged or failed) and, given the curves, w:<group> (mean over seeds of
+    each group's mean weight at the last evaluation).
     """
     runs = runs.copy()
     if len(runs):
@@ -44,7 +46,7 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
         runs = runs.join(final_group_weights(curves), on="run_id")
     if runs.empty:
         return pd.DataFrame(columns=KEYS + ["n", "final_mean", "final_std", "best_mean",
-                                            "time_ms", "peak_mb", "n_bad"])
+                                            "time_ms", "peak_mb", "time_x", "mem_x", "n_bad"])
     ok = runs[runs["status"] == "ok"]
     weight_cols = {c: (c, "mean") for c in runs.columns if c.startswith("w:")}
     table = ok.groupby(KEYS, sort=False, dropna=False).agg(
@@ -55,7 +57,19 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     )
     bad = runs[runs["status"] != "ok"].groupby(KEYS, sort=False, dropna=False).size().rename("n_bad")
     table = table.join(bad, how="outer").fillna({"n_bad": 0, "n": 0})
-    return table.astype({"n": int, "n_bad": int}).reset_index()
+    table = table.astype({"n": int, "n_bad": int}).reset_index()
+    return _relative_to_train_only(table)
+
+
+def _relative_to_train_only(table: pd.DataFrame) -> pd.DataFrame:
+    """Insert time_x and mem_x after peak_mb: ratios to train_only's row in the same block."""
+    block = ["scenario", "source", "profile", "meta_per_class"]
+    base = table[table["method"] == "train_only"].drop_duplicates(block)
+    ref = table[block].merge(base[block + ["time_ms", "peak_mb"]], on=block, how="left")
+    at = table.columns.get_loc("peak_mb") + 1
+    table.insert(at, "time_x", table["time_ms"].to_numpy() / ref["time_ms"].to_numpy())
+    table.insert(at + 1, "mem_x", table["peak_mb"].to_numpy() / ref["peak_mb"].to_numpy())
+    return table
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
