@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from .base import Batch, Context, Method, count_of
-from .weighting import ExampleWeights, add_gaussian_, check_weights
+from .weighting import ExampleWeights, add_gaussian_, check_weights, flatten_parameters_
 
 
 @dataclass
@@ -122,6 +122,9 @@ class BADS(Method):
         self.window = torch.zeros(hp.s_avg, device=ctx.device, dtype=torch.float64)
         self.t = 0
         self._meta_coef_cache: Tensor | None = None
+        # θ's noise is one draw and one add over a flat copy of θ's storage (one param group)
+        groups = self.model_opt.param_groups
+        self._flat = flatten_parameters_(groups[0]["params"]) if len(groups) == 1 else None
 
     def _noise_std(self, lr: float) -> float:
         hp = self.hp
@@ -186,7 +189,9 @@ class BADS(Method):
         """θ ← θ + std·ε, one normal draw for all of a parameter group."""
         for group in opt.param_groups:
             std = self._noise_std(group["lr"])
-            if std > 0:
+            if std > 0 and self._flat is not None:
+                self._flat.add_(torch.randn_like(self._flat), alpha=std)
+            elif std > 0:
                 add_gaussian_(group["params"], std)
 
     def weights(self) -> Tensor:

@@ -68,7 +68,7 @@ class BLO(Method):
         assert meta is not None, "blo needs a meta batch"
         ctx = self.ctx
         with torch.no_grad():  # the weight network's input; no graph kept through the look-ahead
-            emb = ctx.embed(train.x) if self.w.net is not None else train.x
+            emb = ctx.embed(train.x) if self.w.phi is not None else train.x
         w = normalised(self.w(emb, train.y, train.index))
         meta_loss = lookahead_meta_loss(
             ctx.model, train.x, lambda fast_out: (w * ctx.loss(fast_out, train.y)).sum(), meta, ctx.loss,

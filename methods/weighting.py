@@ -2,7 +2,8 @@
 
 Two parameterisations of φ:
 - ``net``: w_i = sigmoid(f_φ(e_i)), f_φ one linear layer on the model's detached embedding e_i
-  (concatenated with onehot(y_i) when ``concat_label``), trained by a torch optimiser;
+  (concatenated with onehot(y_i) when ``concat_label``), kept as one flat tensor φ = [v, b] so
+  that f_φ(e_i) = [e_i, 1]·φ and φ's optimiser and noise are one op each;
 - ``per_sample``: w_i = sigmoid(φ_i), one free logit per training example. Only the rows of a
   minibatch are read and updated (lazy Adam with per-row step counts, or SGD), so a step costs
   O(|Bt|) whatever N_t is, and the table of logits and optimiser state can live on the device,
@@ -101,26 +102,28 @@ class ExampleWeights:
         check_weights(kind, optimizer, storage)
         if kind == "net":
             in_dim = embedding_dim(ctx) + (ctx.num_classes if concat_label else 0)
-            self.net = nn.Linear(in_dim, 1).to(ctx.device)
-            nn.init.constant_(self.net.bias, init_logit)
-            self.opt = make_weight_optimizer(list(self.net.parameters()), optimizer, lr)
+            # φ = [v, b], the linear weight network a_i = vᵀe_i + b = [e_i, 1]·φ as one flat
+            # tensor (v initialised as nn.Linear does, b = init_logit)
+            v = nn.Linear(in_dim, 1).weight.detach().reshape(-1)
+            self.phi = torch.cat([v, torch.tensor([init_logit])]).to(ctx.device).requires_grad_()
+            self.opt = make_weight_optimizer([self.phi], optimizer, lr)
             self.table = None
-            self._v = self.net.weight.detach().view(-1)  # shares storage: stays current
             self._input: Tensor | None = None
         else:
-            self.net, self.opt = None, None
+            self.phi, self.opt = None, None
             self.table = RowParams(ctx.n_train, init_logit, optimizer, lr, storage, ctx.device)
 
     def _net_input(self, emb: Tensor, y: Tensor) -> Tensor:
+        """[e_i, (onehot(y_i),) 1] per row, detached."""
         e = emb.detach().reshape(emb.shape[0], -1)
         if self.concat_label:
             e = torch.cat([e, F.one_hot(y.long(), self.ctx.num_classes).to(e.dtype)], dim=1)
-        return e
+        return F.pad(e, (0, 1), value=1.0)
 
     def __call__(self, emb: Tensor, y: Tensor, index: Tensor) -> Tensor:
         """w_i for the batch (differentiable w.r.t. φ); ``emb`` is detached here."""
-        if self.net is not None:
-            return torch.sigmoid(self.net(self._net_input(emb, y))).squeeze(-1)
+        if self.phi is not None:
+            return torch.sigmoid(torch.mv(self._net_input(emb, y), self.phi))
         phi = self.table.gather(index)
         self._rows = (index, phi)
         return torch.sigmoid(phi)
@@ -128,9 +131,9 @@ class ExampleWeights:
     @torch.no_grad()
     def value(self, emb: Tensor, y: Tensor, index: Tensor) -> Tensor:
         """w_i for the batch without a graph; remembers what ``step_from`` needs."""
-        if self.net is not None:
+        if self.phi is not None:
             self._input = self._net_input(emb, y)
-            return torch.addmv(self.net.bias.detach(), self._input, self._v).sigmoid_()
+            return torch.mv(self._input, self.phi).sigmoid_()
         phi = self.table.gather(index).detach_()
         self._rows = (index, phi)
         return phi.sigmoid_()
@@ -140,9 +143,8 @@ class ExampleWeights:
         """One optimiser step on φ given ∂U/∂w_i for the batch of the last ``value`` call (and
         that call's w), then N(0, noise_std²) noise."""
         da = torch.addcmul(w, w, w, value=-1.0).mul_(dw)  # ∂U/∂a_i = ∂U/∂w_i · w_i(1 − w_i)
-        if self.net is not None:
-            self.net.weight.grad = torch.mv(self._input.t(), da).view_as(self.net.weight)
-            self.net.bias.grad = da.sum().view_as(self.net.bias)
+        if self.phi is not None:
+            self.phi.grad = torch.mv(self._input.t(), da)  # Σ_i ∂U/∂a_i·[e_i, 1]
             self._input = None
             self.step(noise_std)
         else:
@@ -159,7 +161,8 @@ class ExampleWeights:
         if self.opt is not None:
             self.opt.step()
             if noise_std > 0:
-                add_gaussian_(list(self.net.parameters()), noise_std)
+                with torch.no_grad():
+                    self.phi.add_(torch.randn_like(self.phi), alpha=noise_std)
         else:
             index, phi = self._rows
             self.table.update(index, phi.grad, noise_std)
@@ -171,7 +174,7 @@ class ExampleWeights:
         if self.table is not None:
             return torch.sigmoid(self.table.table[:, 0]).cpu()
         w = over_chunks(self.ctx.model, lambda x, y: torch.sigmoid(
-            self.net(self._net_input(self.ctx.embed(x), y))).squeeze(-1), self.ctx.train_set)
+            torch.mv(self._net_input(self.ctx.embed(x), y), self.phi)), self.ctx.train_set)
         return w.cpu()
 
 
@@ -232,3 +235,22 @@ def add_gaussian_(params: list[Tensor], std: float) -> None:
     noise = torch.randn(sum(sizes), device=params[0].device, dtype=params[0].dtype)
     torch._foreach_add_(list(params), [n.view_as(p) for n, p in
                                        zip(noise.split(sizes), params, strict=True)], alpha=std)
+
+
+@torch.no_grad()
+def flatten_parameters_(params: list[Tensor]) -> Tensor | None:
+    """Move the parameters' values into one contiguous buffer, each ``p.data`` becoming a view of
+    it, and return the buffer (None, changing nothing, unless all share a dtype and device).
+
+    Noise for every parameter is then one draw and one in-place add, instead of one op per
+    parameter; memory is unchanged (the buffer replaces the parameters' own storage).
+    """
+    if not params or len({(p.dtype, p.device) for p in params}) != 1:
+        return None
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat[offset:offset + n].view_as(p)
+        offset += n
+    return flat

@@ -51,7 +51,7 @@ def closed_form(method: BADS, ctx: Context, bt: Batch, bm: Batch):
     """∇_θ U_θ and ∇_φ U_φ written out by hand for the logistic model and linear weight net."""
     hp = method.hp
     a, b = ctx.model.head.weight.detach()[0], ctx.model.head.bias.detach()[0]
-    u, c = method.w.net.weight.detach()[0], method.w.net.bias.detach()[0]
+    u, c = method.w.phi.detach()[:-1], method.w.phi.detach()[-1]
 
     def parts(batch):
         s = torch.sigmoid(batch.x @ a + b)
@@ -94,13 +94,29 @@ def test_step_follows_the_closed_form_gradients(term):
     bm = Batch(ctx.meta_set.x[:4], ctx.meta_set.y[:4], torch.arange(4))
     g_theta, g_phi = closed_form(method, ctx, bt, bm)
     theta0 = torch.cat([ctx.model.head.weight[0], ctx.model.head.bias]).detach().clone()
-    phi0 = torch.cat([method.w.net.weight[0], method.w.net.bias]).detach().clone()
+    phi0 = method.w.phi.detach().clone()
     method.step(bt, bm)
     theta1 = torch.cat([ctx.model.head.weight[0], ctx.model.head.bias]).detach()
-    phi1 = torch.cat([method.w.net.weight[0], method.w.net.bias]).detach()
+    phi1 = method.w.phi.detach()
     torch.testing.assert_close(theta0 - theta1, 0.5 * g_theta, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(phi0 - phi1, 0.05 * g_phi, rtol=1e-10, atol=1e-12)
     assert g_theta.abs().sum() > 0 or term == "sparsity_prior_only"
+
+
+def test_theta_is_flattened_in_place_and_every_parameter_gets_noise():
+    hp = BADSHparams(beta=0.25, noise="paper", noise_std=0.1, rho_theta_train=0.0,
+                     rho_theta_meta=0.0, rho_w=0.0)
+    method, ctx = make_bads(hp, lr_theta=1e-12)
+    params = list(ctx.model.parameters())
+    before = [torch.tensor([[0.3, -0.2]]), torch.tensor([0.1])]  # Logistic's initial values
+    assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
+    assert len({p.untyped_storage().data_ptr() for p in params}) == 1  # one flat buffer
+    bt = Batch(ctx.train_set.x[:8], ctx.train_set.y[:8], torch.arange(8))
+    bm = Batch(ctx.meta_set.x[:4], ctx.meta_set.y[:4], torch.arange(4))
+    method.step(bt, bm)
+    for a, p in zip(before, params, strict=True):
+        moved = (p.detach() - a).abs()
+        assert (moved > 1e-4).all() and moved.max() < 1.0  # noise of std 0.1 on every entry
 
 
 def test_lean_adam_takes_torch_adams_steps():
@@ -140,9 +156,9 @@ def test_weight_net_starts_at_beta_and_weights_cover_every_example():
     method, ctx = make_bads(BADSHparams(beta=0.2))
     w = method.weights()
     assert w.shape == (ctx.n_train,)
-    assert float(method.w.net.bias.detach()) == pytest.approx(math.log(0.2 / 0.8))
+    assert float(method.w.phi[-1].detach()) == pytest.approx(math.log(0.2 / 0.8))
     zero, _ = make_bads(BADSHparams(beta=0.2, bias_init="zero"))
-    assert float(zero.w.net.bias.detach()) == 0.0
+    assert float(zero.w.phi[-1].detach()) == 0.0
 
 
 @pytest.mark.parametrize("storage", ["cpu", "memmap"])
