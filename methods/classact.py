@@ -57,8 +57,10 @@ class ClassActHparams:
 
 
 class ClassAct(CDS):
-    """Select, within each minibatch, the examples held-out Dt proxies find hardest relative to
-    a Dm proxy; the online step is CDS's."""
+    """Select, within each minibatch, the examples of highest cross-fitted learnability.
+
+    The score is the loss under a proxy that never saw the example minus that under a Dm proxy;
+    the online step is CDS's."""
 
     Hparams = ClassActHparams
 

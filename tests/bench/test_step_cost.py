@@ -34,6 +34,7 @@ def cases() -> list[tuple[str, str, dict]]:
     out = [(name, name, {}) for name in list_methods()]
     out += [(f"blo_k{k}", "blo", {"k": k}) for k in (2, 5)]
     out += [(f"{name}_func", name, {"backend": "func"}) for name in ("blo", "l2rw", "mwn")]
+    out += [(f"blo_k{k}_func", "blo", {"k": k, "backend": "func"}) for k in (2, 5)]
     out += [("bads_limit", "train_only", {})]
     return out
 
