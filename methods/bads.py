@@ -55,6 +55,7 @@ Choices where the paper is silent or its published values do not work (also in t
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -120,8 +121,13 @@ class BADS(Method):
         # precision: in float32 its rounding error (~3e-6 at Σw = 25) times 1/σ² = 1e10 would
         # swamp the data term
         self.window = torch.zeros(hp.s_avg, device=ctx.device, dtype=torch.float64)
+        # on the CPU the same float64 bookkeeping runs on Python floats (one read of Σ_B w per
+        # step instead of a dozen tiny tensor ops); on an accelerator it stays on the device
+        self.host_scalars = ctx.device.type == "cpu"
+        self.recent: deque[float] = deque(maxlen=hp.s_avg)
         self.t = 0
         self._meta_coef_cache: Tensor | None = None
+        self._avg_cache: tuple[tuple, Tensor] | None = None
         # θ's noise is one draw and one add over a flat copy of θ's storage (one param group)
         groups = self.model_opt.param_groups
         self._flat = flatten_parameters_(groups[0]["params"]) if len(groups) == 1 else None
@@ -141,11 +147,17 @@ class BADS(Method):
             return self.window.mean()
         return self.window[: self.t + 1].mean()
 
-    def sum_estimate(self, w: Tensor) -> Tensor:
-        """Ŝ = Σ_{i∈Bt} w_i + (N_t − |Bt|)·w̄, in float64 (no gradient: w̄ is held constant)."""
+    def sum_estimate(self, w: Tensor) -> Tensor | float:
+        """Ŝ = Σ_{i∈Bt} w_i + (N_t − |Bt|)·w̄, in float64 (no gradient: w̄ is held constant); a
+        Python float when ``host_scalars``."""
+        nb = w.shape[0]
+        if self.host_scalars:
+            s = float(w.sum(dtype=torch.float64))  # w carries no graph here
+            self.recent.append(s / nb)
+            return s + (self.ctx.n_train - nb) * (sum(self.recent) / len(self.recent))
         s = w.sum(dtype=torch.float64)
-        w_bar = self.running_mean(s / w.shape[0])
-        return s + (self.ctx.n_train - w.shape[0]) * w_bar
+        w_bar = self.running_mean(s / nb)
+        return s + (self.ctx.n_train - nb) * w_bar
 
     def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
         ctx, hp = self.ctx, self.hp
@@ -155,16 +167,21 @@ class BADS(Method):
         losses = ctx.loss(out, torch.cat([train.y, meta.y]))
         with torch.no_grad():
             w = self.w.value(emb[:nb], train.y, train.index)
-            loss_t = losses[:nb].detach()
+            loss_t = losses[:nb]
             s_hat = self.sum_estimate(w)
             # ∂U_φ/∂w_i = (Ŝ − ⌊β·N_t⌋)/σ² + ρ_w·(N_t/|Bt|)·l(z_i; θ): the prior's part is the same
             # for every i in Bt (w̄ is constant), the data part is l_i scaled
-            prior_grad = ((s_hat - self.target) / hp.sigma**2).to(w.dtype)
-            dw = torch.add(prior_grad, loss_t, alpha=hp.rho_w * ctx.n_train / nb)
+            prior_grad = (s_hat - self.target) / hp.sigma**2
+            if isinstance(prior_grad, Tensor):
+                prior_grad = prior_grad.to(w.dtype)
+            dw = loss_t.mul(hp.rho_w * ctx.n_train / nb).add_(prior_grad)
             # U_θ's data terms as per-example coefficients on l: ρ_θᵗ·(N_t/|Bt|)·w_i on Bt and
             # ρ_θᵐ·N_m/|Bm| on Bm
             coef = torch.cat([w * (hp.rho_theta_train * ctx.n_train / nb),
-                              self._meta_coef(len(meta), w)]).to(losses.dtype)
+                              self._meta_coef(len(meta), w)])
+            means = torch.mv(self._averages(nb, losses), losses)  # [mean_Bt l, mean_Bm l]
+        if coef.dtype != losses.dtype:
+            coef = coef.to(losses.dtype)
         self.model_opt.zero_grad(set_to_none=True)
         torch.dot(losses, coef).backward()  # ∇_θ U_θ (minus the Gaussian prior's λθ)
         if hp.prior_precision:
@@ -174,8 +191,17 @@ class BADS(Method):
         self._add_noise(self.model_opt)
         self.w.step_from(dw, w, self._noise_std(hp.lr_w))  # ∇_φ U_φ in closed form
         self.t += 1
-        return {"loss_train": loss_t.mean(), "loss_meta": losses[nb:].detach().mean(),
-                "w_mean": w.mean(), "sum_w": s_hat}
+        w_mean = self.recent[-1] if self.host_scalars else w.mean()  # mean_Bt w
+        return {"loss_train": means[0], "loss_meta": means[1], "w_mean": w_mean, "sum_w": s_hat}
+
+    def _averages(self, nb: int, like: Tensor) -> Tensor:
+        """The 2 x (|Bt| + |Bm|) matrix whose product with the losses gives their two means."""
+        key = (nb, like.shape[0], like.dtype)
+        if self._avg_cache is None or self._avg_cache[0] != key:
+            avg = torch.zeros(2, key[1], dtype=like.dtype, device=like.device)
+            avg[0, :nb], avg[1, nb:] = 1.0 / nb, 1.0 / (key[1] - nb)
+            self._avg_cache = (key, avg)
+        return self._avg_cache[1]
 
     def _meta_coef(self, n: int, like: Tensor) -> Tensor:
         """ρ_θᵐ·N_m/|Bm| repeated |Bm| times (cached per batch size)."""

@@ -2,8 +2,8 @@
 
 Two parameterisations of φ:
 - ``net``: w_i = sigmoid(f_φ(e_i)), f_φ one linear layer on the model's detached embedding e_i
-  (concatenated with onehot(y_i) when ``concat_label``), kept as one flat tensor φ = [v, b] so
-  that f_φ(e_i) = [e_i, 1]·φ and φ's optimiser and noise are one op each;
+  (concatenated with onehot(y_i) when ``concat_label``), f_φ(e_i) = vᵀe_i + b, kept as one flat
+  tensor φ = [v, b] so that φ's optimiser and noise are one op each;
 - ``per_sample``: w_i = sigmoid(φ_i), one free logit per training example. Only the rows of a
   minibatch are read and updated (lazy Adam with per-row step counts, or SGD), so a step costs
   O(|Bt|) whatever N_t is, and the table of logits and optimiser state can live on the device,
@@ -108,22 +108,23 @@ class ExampleWeights:
             self.phi = torch.cat([v, torch.tensor([init_logit])]).to(ctx.device).requires_grad_()
             self.opt = make_weight_optimizer([self.phi], optimizer, lr)
             self.table = None
+            self._v, self._b = self.phi.detach()[:-1], self.phi.detach()[-1]  # views, no graph
             self._input: Tensor | None = None
         else:
             self.phi, self.opt = None, None
             self.table = RowParams(ctx.n_train, init_logit, optimizer, lr, storage, ctx.device)
 
     def _net_input(self, emb: Tensor, y: Tensor) -> Tensor:
-        """[e_i, (onehot(y_i),) 1] per row, detached."""
+        """e_i (with onehot(y_i) appended when ``concat_label``) per row, detached."""
         e = emb.detach().reshape(emb.shape[0], -1)
         if self.concat_label:
             e = torch.cat([e, F.one_hot(y.long(), self.ctx.num_classes).to(e.dtype)], dim=1)
-        return F.pad(e, (0, 1), value=1.0)
+        return e
 
     def __call__(self, emb: Tensor, y: Tensor, index: Tensor) -> Tensor:
         """w_i for the batch (differentiable w.r.t. φ); ``emb`` is detached here."""
         if self.phi is not None:
-            return torch.sigmoid(torch.mv(self._net_input(emb, y), self.phi))
+            return torch.sigmoid(torch.addmv(self.phi[-1], self._net_input(emb, y), self.phi[:-1]))
         phi = self.table.gather(index)
         self._rows = (index, phi)
         return torch.sigmoid(phi)
@@ -133,7 +134,7 @@ class ExampleWeights:
         """w_i for the batch without a graph; remembers what ``step_from`` needs."""
         if self.phi is not None:
             self._input = self._net_input(emb, y)
-            return torch.mv(self._input, self.phi).sigmoid_()
+            return torch.addmv(self._b, self._input, self._v).sigmoid_()
         phi = self.table.gather(index).detach_()
         self._rows = (index, phi)
         return phi.sigmoid_()
@@ -144,7 +145,7 @@ class ExampleWeights:
         that call's w), then N(0, noise_std²) noise."""
         da = torch.addcmul(w, w, w, value=-1.0).mul_(dw)  # ∂U/∂a_i = ∂U/∂w_i · w_i(1 − w_i)
         if self.phi is not None:
-            self.phi.grad = torch.mv(self._input.t(), da)  # Σ_i ∂U/∂a_i·[e_i, 1]
+            self.phi.grad = torch.cat([torch.mv(self._input.t(), da), da.sum(0, keepdim=True)])
             self._input = None
             self.step(noise_std)
         else:
@@ -174,7 +175,7 @@ class ExampleWeights:
         if self.table is not None:
             return torch.sigmoid(self.table.table[:, 0]).cpu()
         w = over_chunks(self.ctx.model, lambda x, y: torch.sigmoid(
-            torch.mv(self._net_input(self.ctx.embed(x), y), self.phi)), self.ctx.train_set)
+            torch.addmv(self._b, self._net_input(self.ctx.embed(x), y), self._v)), self.ctx.train_set)
         return w.cpu()
 
 
@@ -195,19 +196,22 @@ def make_weight_optimizer(params: list[nn.Parameter], name: str, lr: float
 
 
 class LeanAdam:
-    """Adam (Kingma & Ba; torch.optim.Adam's defaults and update, no weight decay or amsgrad) in
-    five multi-tensor ops per step: for the weight network's few parameters, torch.optim's
-    per-step Python bookkeeping costs more than the update itself.
+    """Adam (Kingma & Ba; torch.optim.Adam's defaults and update, no weight decay or amsgrad)
+    without torch.optim's per-step Python bookkeeping, which for the weight network's few
+    parameters costs more than the update: one fused kernel where this torch has it (CPU and
+    CUDA, torch >= 2.4), else five multi-tensor ops.
 
         m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²,
         p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + eps)
     """
 
     def __init__(self, params: list[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, fused: bool = True) -> None:
         self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
         self.m = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.v = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        self.fused = fused and hasattr(torch, "_fused_adam_")
         self.t = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -219,6 +223,15 @@ class LeanAdam:
         b1, b2 = self.betas
         self.t += 1
         grads = [p.grad for p in self.params]
+        if self.fused:
+            torch._foreach_add_(self.steps, 1.0)
+            try:
+                torch._fused_adam_(self.params, grads, self.m, self.v, [], self.steps, lr=self.lr,
+                                   beta1=b1, beta2=b2, weight_decay=0.0, eps=self.eps,
+                                   amsgrad=False, maximize=False)
+                return
+            except (RuntimeError, NotImplementedError, TypeError):  # no kernel for this device
+                self.fused = False
         torch._foreach_lerp_(self.m, grads, 1 - b1)
         torch._foreach_mul_(self.v, b2)
         torch._foreach_addcmul_(self.v, grads, grads, value=1 - b2)

@@ -119,14 +119,15 @@ def test_theta_is_flattened_in_place_and_every_parameter_gets_noise():
         assert (moved > 1e-4).all() and moved.max() < 1.0  # noise of std 0.1 on every entry
 
 
-def test_lean_adam_takes_torch_adams_steps():
+@pytest.mark.parametrize("fused", [True, False])
+def test_lean_adam_takes_torch_adams_steps(fused):
     from methods.weighting import LeanAdam
 
     g = torch.Generator().manual_seed(0)
     p_ref = [torch.randn(5, 3, generator=g), torch.randn(3, generator=g)]
     p_lean = [p.clone() for p in p_ref]
     ref = torch.optim.Adam([p.requires_grad_() for p in p_ref], lr=0.01)
-    lean = LeanAdam(p_lean, lr=0.01)
+    lean = LeanAdam(p_lean, lr=0.01, fused=fused)
     for _ in range(5):
         grads = [torch.randn(p.shape, generator=g) for p in p_ref]
         for opt, params in ((ref, p_ref), (lean, p_lean)):
@@ -140,6 +141,7 @@ def test_lean_adam_takes_torch_adams_steps():
 
 def test_running_mean_uses_the_last_s_avg_batches_and_carries_no_gradient():
     method, _ = make_bads(BADSHparams(beta=0.25, s_avg=3))
+    method.host_scalars = False  # the accelerator's on-device bookkeeping
     means = [0.1, 0.2, 0.3, 0.4, 0.5]
     for t, m in enumerate(means):
         w_bar = method.running_mean(torch.tensor(m))
@@ -150,6 +152,29 @@ def test_running_mean_uses_the_last_s_avg_batches_and_carries_no_gradient():
     s_hat.backward()
     torch.testing.assert_close(w.grad, torch.ones(4))
     assert float(s_hat.detach()) == pytest.approx(1.2 + 16 * (0.4 + 0.5 + 0.3) / 3)
+
+
+def test_host_and_device_bookkeeping_take_the_same_steps():
+    hp = BADSHparams(beta=0.25, sigma=3.0, s_avg=2, lr_w=0.05, noise="none")
+    runs = []
+    for host in (True, False):
+        torch.manual_seed(0)  # the weight network's initial v
+        method, ctx = make_bads(hp)
+        method.host_scalars = host
+        logs = []
+        for k in range(4):
+            rows = torch.arange(4 * k, 4 * k + 4) % 20
+            bt = Batch(ctx.train_set.x[rows], ctx.train_set.y[rows], rows)
+            bm = Batch(ctx.meta_set.x[:3], ctx.meta_set.y[:3], torch.arange(3))
+            logs.append({k: float(v) for k, v in method.step(bt, bm).items()})
+        runs.append(([p.detach().clone() for p in ctx.model.parameters()], method.w.phi.detach(),
+                     logs))
+    (theta_h, phi_h, logs_h), (theta_d, phi_d, logs_d) = runs
+    for a, b in zip(theta_h, theta_d, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(phi_h, phi_d, rtol=1e-12, atol=1e-14)
+    for a, b in zip(logs_h, logs_d, strict=True):
+        assert a == pytest.approx(b, rel=1e-12)
 
 
 def test_weight_net_starts_at_beta_and_weights_cover_every_example():
