@@ -42,7 +42,7 @@ def cost_frame(results: dict[tuple[str, str], dict]) -> pd.DataFrame:
             "peak MB": r["peak_mb"],
             "mem x train_only": r["peak_mb"] / base["peak_mb"] if base else float("nan"),
             "mem x BADS limit": r["peak_mb"] / limit["peak_mb"] if limit else float("nan"),
-            "offline s": r["prepare_s"],
+            "offline s": round(r["prepare_s"], 3),
         })
     return pd.DataFrame(rows)
 

@@ -35,13 +35,14 @@ def measure(method_name: str, hparams: dict, width: float = 1.0, n_train: int = 
     y = (torch.rand(n_train, generator=g) < 0.5).float().to(dev)
     xm = torch.randn(N_META, 1, 40, generator=g).to(dev)
     ym = (torch.arange(N_META) % 2).float().to(dev)
+    index, meta_index = torch.arange(n_train, device=dev), torch.arange(N_META, device=dev)
     torch.manual_seed(0)
     model = LeNet((1, 40), width=width).to(dev)
     ctx = Context(model=model, make_optimizer=lambda p: torch.optim.SGD(p, lr=1e-3),
                   n_train=n_train, n_meta=N_META, loss=bce,
                   embed=lambda v: model.features(v).detach(), device=dev, num_classes=2,
-                  train_set=Batch(x, y, torch.arange(n_train, device=dev)),
-                  meta_set=Batch(xm, ym, torch.arange(N_META, device=dev)))
+                  train_set=Batch(x, y, index),
+                  meta_set=Batch(xm, ym, meta_index))
     cls = get_method(method_name)
     method = cls(ctx, cls.Hparams(**hparams))
 
@@ -53,7 +54,7 @@ def measure(method_name: str, hparams: dict, width: float = 1.0, n_train: int = 
     for _ in range(WARMUP):
         method.step(*batches())
     bt, bm = batches()
-    with peak_memory(dev, method, bt, bm, exclude=[x, y, xm, ym]) as mem:
+    with peak_memory(dev, method, bt, bm, exclude=[x, y, xm, ym, index, meta_index]) as mem:
         method.step(bt, bm)
     times = []
     for _ in range(ROUNDS):
