@@ -105,8 +105,13 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
             ax = axes[row, col]
             ax.set_xlabel(axis)
             ax.set_ylabel(metric)
-            if axis in ("width", "n_train"):
+            if axis == "n_train":
                 ax.set_xscale("log")
+            elif axis == "width":
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(sorted(part.value.unique()), [f"{v:g}" for v in
+                                                          sorted(part.value.unique())])
+                ax.minorticks_off()
             ax.legend(fontsize=8)
     fig.suptitle(f"Cost of one step ({frame.device.iloc[0]})")
     fig.tight_layout()
