@@ -126,7 +126,7 @@ class BADS(Method):
         self.host_scalars = ctx.device.type == "cpu"
         self.recent: deque[float] = deque(maxlen=hp.s_avg)
         self.t = 0
-        self._meta_coef_cache: Tensor | None = None
+        self._coef_cache: tuple[tuple, Tensor, Tensor] | None = None
         self._avg_cache: tuple[tuple, Tensor] | None = None
         # θ's noise is one draw and one add over a flat copy of θ's storage (one param group)
         groups = self.model_opt.param_groups
@@ -170,16 +170,17 @@ class BADS(Method):
             loss_t = losses[:nb]
             s_hat = self.sum_estimate(w)
             # ∂U_φ/∂w_i = (Ŝ − ⌊β·N_t⌋)/σ² + ρ_w·(N_t/|Bt|)·l(z_i; θ): the prior's part is the same
-            # for every i in Bt (w̄ is constant), the data part is l_i scaled
+            # for every i in Bt (w̄ is constant), the data part is l_i scaled; through the sigmoid
+            # ∂U_φ/∂a_i = w_i(1 − w_i)·∂U_φ/∂w_i
             prior_grad = (s_hat - self.target) / hp.sigma**2
             if isinstance(prior_grad, Tensor):
                 prior_grad = prior_grad.to(w.dtype)
-            dw = loss_t.mul(hp.rho_w * ctx.n_train / nb).add_(prior_grad)
+            slope = torch.addcmul(w, w, w, value=-1.0)  # w(1 − w)
+            da = torch.addcmul(slope * prior_grad, slope, loss_t, value=hp.rho_w * ctx.n_train / nb)
             # U_θ's data terms as per-example coefficients on l: ρ_θᵗ·(N_t/|Bt|)·w_i on Bt and
             # ρ_θᵐ·N_m/|Bm| on Bm
-            coef = torch.cat([w * (hp.rho_theta_train * ctx.n_train / nb),
-                              self._meta_coef(len(meta), w)])
-            means = torch.mv(self._averages(nb, losses), losses)  # [mean_Bt l, mean_Bm l]
+            coef = self._coefficients(w, len(meta), hp.rho_theta_train * ctx.n_train / nb)
+            loss_train, loss_meta = torch.mv(self._averages(nb, losses), losses).unbind()
         if coef.dtype != losses.dtype:
             coef = coef.to(losses.dtype)
         self.model_opt.zero_grad(set_to_none=True)
@@ -189,10 +190,10 @@ class BADS(Method):
             torch._foreach_add_([p.grad for p in params], params, alpha=hp.prior_precision)
         self.model_opt.step()
         self._add_noise(self.model_opt)
-        self.w.step_from(dw, w, self._noise_std(hp.lr_w))  # ∇_φ U_φ in closed form
+        self.w.step_from(da, self._noise_std(hp.lr_w))  # ∇_φ U_φ in closed form
         self.t += 1
         w_mean = self.recent[-1] if self.host_scalars else w.mean()  # mean_Bt w
-        return {"loss_train": means[0], "loss_meta": means[1], "w_mean": w_mean, "sum_w": s_hat}
+        return {"loss_train": loss_train, "loss_meta": loss_meta, "w_mean": w_mean, "sum_w": s_hat}
 
     def _averages(self, nb: int, like: Tensor) -> Tensor:
         """The 2 x (|Bt| + |Bm|) matrix whose product with the losses gives their two means."""
@@ -203,12 +204,17 @@ class BADS(Method):
             self._avg_cache = (key, avg)
         return self._avg_cache[1]
 
-    def _meta_coef(self, n: int, like: Tensor) -> Tensor:
-        """ρ_θᵐ·N_m/|Bm| repeated |Bm| times (cached per batch size)."""
-        if self._meta_coef_cache is None or self._meta_coef_cache.shape[0] != n:
-            self._meta_coef_cache = torch.full((n,), self.hp.rho_theta_meta * self.ctx.n_meta / n,
-                                               dtype=like.dtype, device=like.device)
-        return self._meta_coef_cache
+    def _coefficients(self, w: Tensor, n_meta_batch: int, scale: float) -> Tensor:
+        """[scale·w_i for Bt, ρ_θᵐ·N_m/|Bm| for Bm] in a buffer reused while batch sizes hold."""
+        key = (w.shape[0], n_meta_batch, w.dtype)
+        if self._coef_cache is None or self._coef_cache[0] != key:
+            buf = torch.full((w.shape[0] + n_meta_batch,),
+                             self.hp.rho_theta_meta * self.ctx.n_meta / n_meta_batch,
+                             dtype=w.dtype, device=w.device)
+            self._coef_cache = (key, buf, buf[: w.shape[0]])
+        _, buf, head = self._coef_cache
+        torch.mul(w, scale, out=head)
+        return buf
 
     @torch.no_grad()
     def _add_noise(self, opt: torch.optim.Optimizer) -> None:

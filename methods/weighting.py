@@ -89,8 +89,8 @@ class ExampleWeights:
     """w(φ) for a minibatch, φ's optimiser step, and every example's current weight.
 
     Two ways to train φ: autograd (``__call__`` for a differentiable w, a backward pass, then
-    ``step``), or in closed form (``value`` for w without a graph, then ``step_from`` with ∂U/∂w_i):
-    with a_i the logit of w_i = sigmoid(a_i), ∂U/∂a_i = ∂U/∂w_i · w_i(1 − w_i), so
+    ``step``), or in closed form (``value`` for w without a graph, then ``step_from`` with ∂U/∂a_i):
+    with a_i the logit of w_i = sigmoid(a_i), ∂U/∂a_i = ∂U/∂w_i · w_i(1 − w_i), and
     ∇_φ U = Σ_i ∂U/∂a_i · [e_i, 1] for the weight network (a_i = vᵀe_i + b) and ∂U/∂a_i for
     per-sample logits (a_i = φ_i). BADS uses the closed form: it needs no graph through φ.
     """
@@ -133,17 +133,18 @@ class ExampleWeights:
     def value(self, emb: Tensor, y: Tensor, index: Tensor) -> Tensor:
         """w_i for the batch without a graph; remembers what ``step_from`` needs."""
         if self.phi is not None:
-            self._input = self._net_input(emb, y)
+            # no graph is recorded here, so a 2-D embedding needs neither detach nor reshape
+            plain = emb.dim() == 2 and not self.concat_label
+            self._input = emb if plain else self._net_input(emb, y)
             return torch.addmv(self._b, self._input, self._v).sigmoid_()
         phi = self.table.gather(index).detach_()
         self._rows = (index, phi)
         return phi.sigmoid_()
 
     @torch.no_grad()
-    def step_from(self, dw: Tensor, w: Tensor, noise_std: float = 0.0) -> None:
-        """One optimiser step on φ given ∂U/∂w_i for the batch of the last ``value`` call (and
-        that call's w), then N(0, noise_std²) noise."""
-        da = torch.addcmul(w, w, w, value=-1.0).mul_(dw)  # ∂U/∂a_i = ∂U/∂w_i · w_i(1 − w_i)
+    def step_from(self, da: Tensor, noise_std: float = 0.0) -> None:
+        """One optimiser step on φ given ∂U/∂a_i (a_i the logit of w_i) for the batch of the
+        last ``value`` call, then N(0, noise_std²) noise."""
         if self.phi is not None:
             self.phi.grad = torch.cat([torch.mv(self._input.t(), da), da.sum(0, keepdim=True)])
             self._input = None
