@@ -36,10 +36,16 @@ class CDSHparams:
     batch_size: int = 100
 
     def __post_init__(self) -> None:
-        if not (0 < self.beta <= 1 and 0 <= self.r_floor <= 1):
-            raise ValueError("beta must lie in (0, 1] and r_floor in [0, 1]")
-        if self.pretrain_steps < 0 or self.finetune_steps < 0 or self.batch_size < 1:
-            raise ValueError("step counts must be >= 0 and batch_size >= 1")
+        check_selection(self.beta, self.r_floor, self.batch_size,
+                        self.pretrain_steps, self.finetune_steps)
+
+
+def check_selection(beta: float, r_floor: float, batch_size: int, *step_counts: int) -> None:
+    """The checks every offline-scoring selection baseline's hyperparameters share."""
+    if not (0 < beta <= 1 and 0 <= r_floor <= 1):
+        raise ValueError("beta must lie in (0, 1] and r_floor in [0, 1]")
+    if min(step_counts) < 0 or batch_size < 1:
+        raise ValueError("step counts must be >= 0 and batch_size >= 1")
 
 
 def train_copy(model: nn.Module, ctx: Context, data: Batch, steps: int, batch: int) -> nn.Module:

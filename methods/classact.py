@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import Batch
-from .cds import CDS, losses_of, train_copy
+from .cds import CDS, check_selection, losses_of, train_copy
 
 
 @dataclass
@@ -48,12 +48,9 @@ class ClassActHparams:
     batch_size: int = 100
 
     def __post_init__(self) -> None:
-        if not (0 < self.beta <= 1 and 0 <= self.r_floor <= 1):
-            raise ValueError("beta must lie in (0, 1] and r_floor in [0, 1]")
+        check_selection(self.beta, self.r_floor, self.batch_size, self.proxy_steps, self.meta_steps)
         if self.folds < 2:
             raise ValueError(f"folds must be at least 2 (each proxy holds one out), got {self.folds}")
-        if self.proxy_steps < 0 or self.meta_steps < 0 or self.batch_size < 1:
-            raise ValueError("step counts must be >= 0 and batch_size >= 1")
 
 
 class ClassAct(CDS):
