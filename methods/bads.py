@@ -27,6 +27,7 @@ ordinary optimisers with their own learning rates), then adds noise to θ and φ
 - ``noise="sgld"``: N(0, 2·lr·T·I), textbook Langevin dynamics at temperature T, exact as a sampler
   (up to discretisation) only with plain SGD optimisers (no momentum, no Adam);
 - ``noise="none"``: no noise (a MAP point estimate).
+θ and the weight network's φ live in one flat buffer, so each step draws their noise at once.
 The final model is the last iterate (no burn-in, no averaging), as in the paper.
 
 Choices where the paper is silent or its published values do not work (also in the README):
@@ -62,7 +63,11 @@ import torch
 from torch import Tensor
 
 from .base import Batch, Context, Method, count_of
-from .weighting import ExampleWeights, add_gaussian_, check_weights, flatten_parameters_
+from .langevin import Noise
+from .weighting import ExampleWeights, check_weights
+
+# ∂L/∂a = g·w(1 − w) for w = sigmoid(a), given g = ∂L/∂w and w: one kernel
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.default
 
 
 @dataclass
@@ -126,11 +131,18 @@ class BADS(Method):
         self.host_scalars = ctx.device.type == "cpu"
         self.recent: deque[float] = deque(maxlen=hp.s_avg)
         self.t = 0
-        self._coef_cache: tuple[tuple, Tensor, Tensor] | None = None
+        self._coef_cache: tuple | None = None
         self._avg_cache: tuple[tuple, Tensor] | None = None
-        # θ's noise is one draw and one add over a flat copy of θ's storage (one param group)
-        groups = self.model_opt.param_groups
-        self._flat = flatten_parameters_(groups[0]["params"]) if len(groups) == 1 else None
+        self._ones_cache: Tensor | None = None
+        # θ's and the weight network's φ's noise: one normal draw over one flat buffer holding
+        # both (per-sample logits get theirs row by row, in their lazy update)
+        phi = self.w.parameters()
+        self.noise = Noise([(g["params"], self._noise_std(g["lr"]))
+                            for g in self.model_opt.param_groups]
+                           + [(phi, self._noise_std(hp.lr_w))])
+        if phi:
+            self.w.storage_moved()
+        self._row_noise_std = 0.0 if phi else self._noise_std(hp.lr_w)
 
     def _noise_std(self, lr: float) -> float:
         hp = self.hp
@@ -152,7 +164,7 @@ class BADS(Method):
         Python float when ``host_scalars``."""
         nb = w.shape[0]
         if self.host_scalars:
-            s = float(w.sum(dtype=torch.float64))  # w carries no graph here
+            s = math.fsum(w.tolist())  # exactly rounded; w carries no graph here
             self.recent.append(s / nb)
             return s + (self.ctx.n_train - nb) * (sum(self.recent) / len(self.recent))
         s = w.sum(dtype=torch.float64)
@@ -166,34 +178,50 @@ class BADS(Method):
         out, emb = ctx.forward_features(torch.cat([train.x, meta.x]))
         losses = ctx.loss(out, torch.cat([train.y, meta.y]))
         with torch.no_grad():
-            w = self.w.value(emb[:nb], train.y, train.index)
-            loss_t = losses[:nb]
+            coef, head, seed, direct = self._coefficients(nb, len(meta), losses)
+            w = self.w.value(emb[:nb], train.y, train.index, out=head if direct else None)
+            if head is not None and not direct:
+                head.copy_(w)
             s_hat = self.sum_estimate(w)
-            # ∂U_φ/∂w_i = (Ŝ − ⌊β·N_t⌋)/σ² + ρ_w·(N_t/|Bt|)·l(z_i; θ): the prior's part is the same
-            # for every i in Bt (w̄ is constant), the data part is l_i scaled; through the sigmoid
-            # ∂U_φ/∂a_i = w_i(1 − w_i)·∂U_φ/∂w_i
-            prior_grad = (s_hat - self.target) / hp.sigma**2
-            if isinstance(prior_grad, Tensor):
-                prior_grad = prior_grad.to(w.dtype)
-            slope = torch.addcmul(w, w, w, value=-1.0)  # w(1 − w)
-            da = torch.addcmul(slope * prior_grad, slope, loss_t, value=hp.rho_w * ctx.n_train / nb)
-            # U_θ's data terms as per-example coefficients on l: ρ_θᵗ·(N_t/|Bt|)·w_i on Bt and
-            # ρ_θᵐ·N_m/|Bm| on Bm
-            coef = self._coefficients(w, len(meta), hp.rho_theta_train * ctx.n_train / nb)
+            da, scale = self._logit_grads(w, losses[:nb], s_hat)
             loss_train, loss_meta = torch.mv(self._averages(nb, losses), losses).unbind()
-        if coef.dtype != losses.dtype:
-            coef = coef.to(losses.dtype)
         self.model_opt.zero_grad(set_to_none=True)
-        torch.dot(losses, coef).backward()  # ∇_θ U_θ (minus the Gaussian prior's λθ)
-        if hp.prior_precision:
-            params = [p for p in ctx.model.parameters() if p.grad is not None]
-            torch._foreach_add_([p.grad for p in params], params, alpha=hp.prior_precision)
-        self.model_opt.step()
-        self._add_noise(self.model_opt)
-        self.w.step_from(da, self._noise_std(hp.lr_w))  # ∇_φ U_φ in closed form
+        # ∇_θ U_θ (minus the Gaussian prior's λθ): U_θ's data terms are seed·(coef · l)
+        torch.dot(losses, coef).backward(seed)
+        with torch.no_grad():
+            if hp.prior_precision:
+                params = [p for p in ctx.model.parameters() if p.grad is not None]
+                torch._foreach_add_([p.grad for p in params], params, alpha=hp.prior_precision)
+            self.model_opt.step()
+            self.w.step_from(da, self._row_noise_std, scale)  # ∇_φ U_φ in closed form
+            self.noise.add_()  # θ's and φ's
         self.t += 1
         w_mean = self.recent[-1] if self.host_scalars else w.mean()  # mean_Bt w
         return {"loss_train": loss_train, "loss_meta": loss_meta, "w_mean": w_mean, "sum_w": s_hat}
+
+    def _logit_grads(self, w: Tensor, loss_t: Tensor, s_hat: Tensor | float
+                     ) -> tuple[Tensor, float]:
+        """(g, c) with ∂U_φ/∂a_i = c·g_i for the logits a_i of w_i = sigmoid(a_i).
+
+        ∂U_φ/∂w_i = (Ŝ − ⌊β·N_t⌋)/σ² + c·l(z_i; θ) with c = ρ_w·N_t/|Bt|: the prior's part is the
+        same for every i (w̄ is held constant). Through the sigmoid,
+        ∂U_φ/∂a_i = w_i(1 − w_i)·∂U_φ/∂w_i = c·w_i(1 − w_i)·(l_i + (Ŝ − ⌊β·N_t⌋)/(c·σ²)).
+        """
+        prior_grad = (s_hat - self.target) / self.hp.sigma**2
+        c = self.hp.rho_w * self.ctx.n_train / len(w)
+        ones = self._ones(w)
+        if not c:
+            return _sigmoid_backward(ones * prior_grad, w), 1.0
+        if isinstance(prior_grad, Tensor):  # on the device: no host sync
+            return _sigmoid_backward(torch.add(loss_t, prior_grad / c), w), c
+        # l + (prior_grad/c)·1 as a tensor-tensor add, cheaper than adding a wrapped scalar
+        return _sigmoid_backward(torch.add(loss_t, ones, alpha=prior_grad / c), w), c
+
+    def _ones(self, like: Tensor) -> Tensor:
+        """A vector of ones shaped like ``like``, made once while its size holds."""
+        if self._ones_cache is None or self._ones_cache.shape != like.shape:
+            self._ones_cache = torch.ones_like(like)
+        return self._ones_cache
 
     def _averages(self, nb: int, like: Tensor) -> Tensor:
         """The 2 x (|Bt| + |Bm|) matrix whose product with the losses gives their two means."""
@@ -204,27 +232,24 @@ class BADS(Method):
             self._avg_cache = (key, avg)
         return self._avg_cache[1]
 
-    def _coefficients(self, w: Tensor, n_meta_batch: int, scale: float) -> Tensor:
-        """[scale·w_i for Bt, ρ_θᵐ·N_m/|Bm| for Bm] in a buffer reused while batch sizes hold."""
-        key = (w.shape[0], n_meta_batch, w.dtype)
+    def _coefficients(self, nb: int, n_meta_batch: int, losses: Tensor
+                      ) -> tuple[Tensor, Tensor | None, Tensor, bool]:
+        """(coef, head, s, direct), buffers reused while batch sizes hold, with s·Σ_i coef_i·l_i
+        U_θ's data terms: s = ρ_θᵗ·N_t/|Bt| and coef = [w_i for Bt, ρ_θᵐ·(N_m/|Bm|)/s for Bm],
+        its Bt part ``head`` to receive the weights (written there directly when they share the
+        losses' dtype). With ρ_θᵗ = 0: coef = [0 for Bt, ρ_θᵐ·N_m/|Bm| for Bm], s = 1, no head."""
+        key = (nb, n_meta_batch, losses.dtype, losses.device)
         if self._coef_cache is None or self._coef_cache[0] != key:
-            buf = torch.full((w.shape[0] + n_meta_batch,),
-                             self.hp.rho_theta_meta * self.ctx.n_meta / n_meta_batch,
-                             dtype=w.dtype, device=w.device)
-            self._coef_cache = (key, buf, buf[: w.shape[0]])
-        _, buf, head = self._coef_cache
-        torch.mul(w, scale, out=head)
-        return buf
-
-    @torch.no_grad()
-    def _add_noise(self, opt: torch.optim.Optimizer) -> None:
-        """θ ← θ + std·ε, one normal draw for all of a parameter group."""
-        for group in opt.param_groups:
-            std = self._noise_std(group["lr"])
-            if std > 0 and self._flat is not None:
-                self._flat.add_(torch.randn_like(self._flat), alpha=std)
-            elif std > 0:
-                add_gaussian_(group["params"], std)
+            hp = self.hp
+            s = hp.rho_theta_train * self.ctx.n_train / nb
+            meta = hp.rho_theta_meta * self.ctx.n_meta / n_meta_batch
+            buf = torch.zeros(nb + n_meta_batch, dtype=losses.dtype, device=losses.device)
+            buf[nb:] = meta / s if s else meta
+            seed = torch.tensor(s if s else 1.0, dtype=losses.dtype, device=losses.device)
+            phi = self.w.phi if self.w.phi is not None else self.w.table.table
+            head = buf[:nb] if s else None
+            self._coef_cache = (key, buf, head, seed, phi.dtype == losses.dtype)
+        return self._coef_cache[1:]
 
     def weights(self) -> Tensor:
         """w_i for every example of Dt under the current θ and φ."""

@@ -99,6 +99,7 @@ class ExampleWeights:
                  concat_label: bool = False, storage: str = "device") -> None:
         self.ctx, self.kind, self.concat_label = ctx, kind, concat_label
         self._rows: tuple[Tensor, Tensor] | None = None
+        self._scale_cache: tuple[tuple, Tensor] | None = None
         check_weights(kind, optimizer, storage)
         if kind == "net":
             in_dim = embedding_dim(ctx) + (ctx.num_classes if concat_label else 0)
@@ -108,11 +109,24 @@ class ExampleWeights:
             self.phi = torch.cat([v, torch.tensor([init_logit])]).to(ctx.device).requires_grad_()
             self.opt = make_weight_optimizer([self.phi], optimizer, lr)
             self.table = None
-            self._v, self._b = self.phi.detach()[:-1], self.phi.detach()[-1]  # views, no graph
             self._input: Tensor | None = None
+            self.storage_moved()
         else:
             self.phi, self.opt = None, None
             self.table = RowParams(ctx.n_train, init_logit, optimizer, lr, storage, ctx.device)
+
+    def parameters(self) -> list[Tensor]:
+        """φ as tensors: [v, b] of the weight network; none for per-sample logits (their rows
+        are stepped lazily, with their own noise)."""
+        return [self.phi] if self.phi is not None else []
+
+    def storage_moved(self) -> None:
+        """(Re)make the graph-free views of φ = [v, b] and of its gradient buffer; call this after
+        φ's storage moves (for example into the flat buffer of :class:`~methods.langevin.Noise`)."""
+        phi = self.phi.detach()
+        self._v, self._b = phi[:-1], phi[-1]
+        self._grad = torch.zeros_like(phi)  # ∇_φ U, written in place by step_from
+        self._grad_v, self._grad_b = self._grad[:-1], self._grad[-1]
 
     def _net_input(self, emb: Tensor, y: Tensor) -> Tensor:
         """e_i (with onehot(y_i) appended when ``concat_label``) per row, detached."""
@@ -130,29 +144,43 @@ class ExampleWeights:
         return torch.sigmoid(phi)
 
     @torch.no_grad()
-    def value(self, emb: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        """w_i for the batch without a graph; remembers what ``step_from`` needs."""
+    def value(self, emb: Tensor, y: Tensor, index: Tensor, out: Tensor | None = None) -> Tensor:
+        """w_i for the batch without a graph (written into ``out`` when given, which must have
+        φ's dtype); remembers what ``step_from`` needs."""
         if self.phi is not None:
             # no graph is recorded here, so a 2-D embedding needs neither detach nor reshape
             plain = emb.dim() == 2 and not self.concat_label
             self._input = emb if plain else self._net_input(emb, y)
-            return torch.addmv(self._b, self._input, self._v).sigmoid_()
-        phi = self.table.gather(index).detach_()
-        self._rows = (index, phi)
-        return phi.sigmoid_()
+            logits = torch.addmv(self._b, self._input, self._v)
+        else:
+            logits = self.table.gather(index).detach_()
+            self._rows = (index, logits)
+        return logits.sigmoid_() if out is None else torch.sigmoid(logits, out=out)
 
-    @torch.no_grad()
-    def step_from(self, da: Tensor, noise_std: float = 0.0) -> None:
-        """One optimiser step on φ given ∂U/∂a_i (a_i the logit of w_i) for the batch of the
-        last ``value`` call, then N(0, noise_std²) noise."""
+    def step_from(self, da: Tensor, noise_std: float = 0.0, scale: float = 1.0) -> None:
+        """One optimiser step on φ given ∂U/∂a_i = scale·da_i (a_i the logit of w_i) for the batch
+        of the last ``value`` call, then N(0, noise_std²) noise. ``da`` carries no graph."""
         if self.phi is not None:
-            self.phi.grad = torch.cat([torch.mv(self._input.t(), da), da.sum(0, keepdim=True)])
+            # ∇_v U = scale·Σ_i da_i·e_i and ∇_b U = scale·Σ_i da_i, into the persistent buffer
+            torch.addmv(self._grad_v, self._input.t(), da, beta=0.0, alpha=scale,
+                        out=self._grad_v)
+            torch.dot(da, self._scales(da, scale), out=self._grad_b)
+            self.phi.grad = self._grad
             self._input = None
             self.step(noise_std)
         else:
             index, _ = self._rows
-            self.table.update(index, da, noise_std)
+            self.table.update(index, da * scale if scale != 1.0 else da, noise_std)
             self._rows = None
+
+    def _scales(self, like: Tensor, scale: float) -> Tensor:
+        """The vector (scale, ..., scale) shaped like ``like``, made once while both hold."""
+        cached = self._scale_cache
+        key = (like.shape[0], like.dtype, scale)
+        if cached is None or cached[0] != key:
+            cached = (key, torch.full_like(like, scale))
+            self._scale_cache = cached
+        return cached[1]
 
     def zero_grad(self) -> None:
         if self.opt is not None:
@@ -211,7 +239,10 @@ class LeanAdam:
         self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
         self.m = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.v = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        # the fused kernel's bias corrections 1 − βᵗ read t from tensors; at this t they are 1,
+        # and step() folds the true corrections into lr and eps (no tensor op to advance t)
+        self.steps = [torch.full((), 1e9, dtype=torch.float32, device=p.device)
+                      for p in self.params]
         self.fused = fused and hasattr(torch, "_fused_adam_")
         self.t = 0
 
@@ -219,16 +250,21 @@ class LeanAdam:
         for p in self.params:
             p.grad = None
 
-    @torch.no_grad()
     def step(self) -> None:
+        """One Adam step from every parameter's ``.grad``."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.step()
         b1, b2 = self.betas
         self.t += 1
         grads = [p.grad for p in self.params]
+        # p ← p − step·m/(√v + eps'), step = lr·√(1−β₂ᵗ)/(1−β₁ᵗ), eps' = eps·√(1−β₂ᵗ)
+        root = (1 - b2**self.t) ** 0.5
+        step, eps = self.lr * root / (1 - b1**self.t), self.eps * root
         if self.fused:
-            torch._foreach_add_(self.steps, 1.0)
             try:
-                torch._fused_adam_(self.params, grads, self.m, self.v, [], self.steps, lr=self.lr,
-                                   beta1=b1, beta2=b2, weight_decay=0.0, eps=self.eps,
+                torch._fused_adam_(self.params, grads, self.m, self.v, [], self.steps, lr=step,
+                                   beta1=b1, beta2=b2, weight_decay=0.0, eps=eps,
                                    amsgrad=False, maximize=False)
                 return
             except (RuntimeError, NotImplementedError, TypeError):  # no kernel for this device
@@ -237,34 +273,5 @@ class LeanAdam:
         torch._foreach_mul_(self.v, b2)
         torch._foreach_addcmul_(self.v, grads, grads, value=1 - b2)
         denom = torch._foreach_sqrt(self.v)
-        torch._foreach_add_(denom, self.eps * (1 - b2**self.t) ** 0.5)
-        step = self.lr * (1 - b2**self.t) ** 0.5 / (1 - b1**self.t)
+        torch._foreach_add_(denom, eps)
         torch._foreach_addcdiv_(self.params, self.m, denom, value=-step)
-
-
-@torch.no_grad()
-def add_gaussian_(params: list[Tensor], std: float) -> None:
-    """p ← p + std·ε for every p, ε ~ N(0, I) drawn once for all of them."""
-    sizes = [p.numel() for p in params]
-    noise = torch.randn(sum(sizes), device=params[0].device, dtype=params[0].dtype)
-    torch._foreach_add_(list(params), [n.view_as(p) for n, p in
-                                       zip(noise.split(sizes), params, strict=True)], alpha=std)
-
-
-@torch.no_grad()
-def flatten_parameters_(params: list[Tensor]) -> Tensor | None:
-    """Move the parameters' values into one contiguous buffer, each ``p.data`` becoming a view of
-    it, and return the buffer (None, changing nothing, unless all share a dtype and device).
-
-    Noise for every parameter is then one draw and one in-place add, instead of one op per
-    parameter; memory is unchanged (the buffer replaces the parameters' own storage).
-    """
-    if not params or len({(p.dtype, p.device) for p in params}) != 1:
-        return None
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.data = flat[offset:offset + n].view_as(p)
-        offset += n
-    return flat

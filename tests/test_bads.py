@@ -119,6 +119,31 @@ def test_theta_is_flattened_in_place_and_every_parameter_gets_noise():
         assert (moved > 1e-4).all() and moved.max() < 1.0  # noise of std 0.1 on every entry
 
 
+def test_phi_shares_thetas_noise_draw_and_gets_its_own_std():
+    """φ = [v, b] lives in θ's flat buffer (one draw for both); with noise="sgld" each group's
+    std is √(2·lr·T) with its own learning rate."""
+    hp = BADSHparams(beta=0.25, noise="sgld", temperature=1.0, lr_w=1e-2, rho_theta_train=0.0,
+                     rho_theta_meta=0.0, rho_w=0.0, sigma=1e6, w_optimizer="sgd")
+    method, ctx = make_bads(hp, lr_theta=1e-4)
+    theta = list(ctx.model.parameters())
+    assert method.w.phi.untyped_storage().data_ptr() == theta[0].untyped_storage().data_ptr()
+    assert method.noise.common_std is None  # two stds: one draw, two adds
+    bt = Batch(ctx.train_set.x[:8], ctx.train_set.y[:8], torch.arange(8))
+    bm = Batch(ctx.meta_set.x[:4], ctx.meta_set.y[:4], torch.arange(4))
+    theta0 = torch.cat([p.detach().reshape(-1) for p in theta]).clone()
+    phi0 = method.w.phi.detach().clone()
+    dtheta, dphi = [], []
+    for _ in range(400):  # no data terms and a flat prior on Σw: the steps are noise alone
+        method.step(bt, bm)
+        theta1 = torch.cat([p.detach().reshape(-1) for p in theta])
+        dtheta.append(theta1 - theta0)
+        dphi.append(method.w.phi.detach() - phi0)
+        theta0, phi0 = theta1.clone(), method.w.phi.detach().clone()
+    std_theta, std_phi = torch.cat(dtheta).std().item(), torch.cat(dphi).std().item()
+    assert std_theta == pytest.approx(math.sqrt(2 * 1e-4), rel=0.1)
+    assert std_phi == pytest.approx(math.sqrt(2 * 1e-2), rel=0.1)
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_lean_adam_takes_torch_adams_steps(fused):
     from methods.weighting import LeanAdam

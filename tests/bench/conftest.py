@@ -47,7 +47,7 @@ def pytest_sessionfinish(session, exitstatus):
     from pathlib import Path
 
     from .cost_table import OUT, write_cost_table
-    from .test_step_cost import RESULTS
+    from .test_step_cost import CHECKS, LIMIT_RATIO, RESULTS
 
     if RESULTS:
-        write_cost_table(RESULTS, Path(OUT) / "COST.md")
+        write_cost_table(RESULTS, Path(OUT) / "COST.md", CHECKS, LIMIT_RATIO)

@@ -47,7 +47,9 @@ def cost_frame(results: dict[tuple[str, str], dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_cost_table(results: dict[tuple[str, str], dict], path: Path) -> None:
+def write_cost_table(results: dict[tuple[str, str], dict], path: Path,
+                     checks: dict[str, dict] | None = None, bound: float = 1.15) -> None:
+    """COST.md from the step-cost benchmarks, with the BADS-limit check's own measurements."""
     any_result = next(iter(results.values()))
     device = any_result["device"]
     name = (torch.cuda.get_device_name(0) if device.startswith("cuda")
@@ -58,4 +60,11 @@ def write_cost_table(results: dict[tuple[str, str], dict], path: Path) -> None:
             "`tox -e bench`; ratios are within that run. `bads_limit` is a plain SGD step on "
             "|Bt| + |Bm| examples, the physical limit of a BADS step. `offline s` is a method's "
             "offline scoring before training (CDS).\n\n" + to_markdown(cost_frame(results), 3) + "\n")
+    for scenario, c in (checks or {}).items():
+        verdict = "pass" if max(c["time_ratio"], c["mem_ratio"]) <= bound else "FAIL"
+        text += (f"\n**BADS-limit check, {scenario}** ({verdict}, bound {bound}x): BADS "
+                 f"{c['ms']['bads']:.3f} ms vs the limit's {c['ms']['bads_limit']:.3f} ms per "
+                 f"step, **{c['time_ratio']:.3f}x** the time, timed in {c['blocks']} alternating "
+                 f"blocks of {c['block_steps']} steps each (medians); peak memory "
+                 f"**{c['mem_ratio']:.3f}x**.\n")
     path.write_text(text)
