@@ -246,9 +246,8 @@ class BADS(Method):
             buf = torch.zeros(nb + n_meta_batch, dtype=losses.dtype, device=losses.device)
             buf[nb:] = meta / s if s else meta
             seed = torch.tensor(s if s else 1.0, dtype=losses.dtype, device=losses.device)
-            phi = self.w.phi if self.w.phi is not None else self.w.table.table
             head = buf[:nb] if s else None
-            self._coef_cache = (key, buf, head, seed, phi.dtype == losses.dtype)
+            self._coef_cache = (key, buf, head, seed, self.w.dtype == losses.dtype)
         return self._coef_cache[1:]
 
     def weights(self) -> Tensor:

@@ -115,6 +115,11 @@ class ExampleWeights:
             self.phi, self.opt = None, None
             self.table = RowParams(ctx.n_train, init_logit, optimizer, lr, storage, ctx.device)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights ``value`` returns (φ's, or the logit table's)."""
+        return self.phi.dtype if self.phi is not None else self.table.table.dtype
+
     def parameters(self) -> list[Tensor]:
         """φ as tensors: [v, b] of the weight network; none for per-sample logits (their rows
         are stepped lazily, with their own noise)."""

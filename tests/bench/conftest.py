@@ -51,3 +51,16 @@ def pytest_sessionfinish(session, exitstatus):
 
     if RESULTS:
         write_cost_table(RESULTS, Path(OUT) / "COST.md", CHECKS, LIMIT_RATIO)
+
+
+def metered_step(setup: RunSetup) -> tuple[int, object, object]:
+    """Peak bytes of one step after three unmetered ones (so optimiser state exists), with the
+    metered step's batches."""
+    from benchmarks.metering import peak_memory
+
+    for _ in range(3):
+        setup.method.step(*setup.next_batches())
+    bt, bm = setup.next_batches()
+    with peak_memory(device(), setup.method, bt, bm, exclude=setup.datasets) as mem:
+        setup.method.step(bt, bm)
+    return mem["peak_bytes"], bt, bm

@@ -19,11 +19,10 @@ import os
 import pytest
 import torch
 
-from benchmarks.metering import peak_memory
 from methods import list_methods
 
-from .blocked import blocked_medians
-from .conftest import BENCH_SCENARIOS, device, quick_setup
+from .blocked import blocked_medians, sync
+from .conftest import BENCH_SCENARIOS, device, metered_step, quick_setup
 
 pytestmark = pytest.mark.bench
 
@@ -64,20 +63,15 @@ def test_step_cost(benchmark, scenario, case, method, hparams):
     settings = limit_settings(scenario) if case == "bads_limit" else None
     setup = quick_setup(scenario, method, hparams, settings)
     dev = device()
-    for _ in range(3):  # optimiser state exists before memory is metered
-        setup.method.step(*setup.next_batches())
-    bt, bm = setup.next_batches()
-    with peak_memory(dev, setup.method, bt, bm, exclude=setup.datasets) as mem:
-        setup.method.step(bt, bm)
+    peak_bytes, bt, bm = metered_step(setup)
 
     def step(bt, bm):
         setup.method.step(bt, bm)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        sync(dev)
 
     benchmark.extra_info.update(
         scenario=scenario, source=BENCH_SCENARIOS[scenario], case=case, method=method,
-        hparams=hparams, device=str(dev), peak_mb=mem["peak_bytes"] / 2**20,
+        hparams=hparams, device=str(dev), peak_mb=peak_bytes / 2**20,
         prepare_s=setup.prepare_s, batch=len(bt), meta_batch=len(bm) if bm is not None else 0,
         threads=torch.get_num_threads())
     benchmark.pedantic(step, setup=lambda: (setup.next_batches(), {}), rounds=ROUNDS,
@@ -95,15 +89,7 @@ def test_bads_costs_at_most_its_limit(scenario):
     ratio is not the machine's drift between two sequential benchmarks. Memory: the metering."""
     setups = {"bads_limit": quick_setup(scenario, "train_only", settings=limit_settings(scenario)),
               "bads": quick_setup(scenario, "bads")}
-    dev = device()
-    peak = {}
-    for name, setup in setups.items():
-        for _ in range(3):
-            setup.method.step(*setup.next_batches())
-        bt, bm = setup.next_batches()
-        with peak_memory(dev, setup.method, bt, bm, exclude=setup.datasets) as mem:
-            setup.method.step(bt, bm)
-        peak[name] = mem["peak_bytes"]
+    peak = {name: metered_step(setup)[0] for name, setup in setups.items()}
     ms = blocked_medians(setups, BLOCKS, BLOCK_STEPS)
     time_ratio = ms["bads"] / ms["bads_limit"]
     mem_ratio = peak["bads"] / peak["bads_limit"]
