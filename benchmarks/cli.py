@@ -1,4 +1,4 @@
-"""The ``dps-bench`` command: list | run | reproduce | report | download."""
+"""The ``dps-bench`` command: list | run | tune | reproduce | report | download."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ EXAMPLES = """examples:
   dps-bench run --scenario balancing --methods train_only,mixing --seeds 0,1,2 --out runs/balancing
   dps-bench run --scenario balancing --methods mixing --source mnist --data-dir ../shared/data \\
       --profile paper --set meta_per_class=5 --out runs/mnist
+  dps-bench tune --scenario balancing --methods train_only,bads --budget 8 --out runs/tune
+  dps-bench run --scenario balancing --methods train_only,bads --settings tuned --out runs/tuned
   dps-bench report --out runs/balancing
   dps-bench reproduce --profile quick --out results
 """
@@ -76,10 +78,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, profile: str,
-           method_names: list[str], seeds: list[int], sets: list[str], out: str):
-    from .sweep import plan, run_sweep
-
+def _problem(args: argparse.Namespace, scenario_name: str, method_names: list[str],
+             sets: list[str]):
+    """(methods, scenario, settings overrides, hyperparameter overrides) of a command."""
     methods = list(dict.fromkeys(method_names))  # drop repeats, keep the order
     if not methods:
         raise DpsBenchError("--methods is empty; see `dps-bench list` for the names")
@@ -89,7 +90,31 @@ def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, pro
     settings, hparams = parse_sets(sets, scenario, methods)
     if args.steps is not None:
         settings["steps"] = args.steps
-    specs = plan(scenario_name, source, profile, methods, seeds, settings, hparams)
+    return methods, scenario, settings, hparams
+
+
+def _tuned_dir(args: argparse.Namespace):
+    from pathlib import Path
+
+    from .tuned import TUNED_DIR
+
+    return Path(args.tuned_dir) if args.tuned_dir else TUNED_DIR
+
+
+def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, profile: str,
+           method_names: list[str], seeds: list[int], sets: list[str], out: str):
+    from .sweep import plan, run_sweep
+    from .tuned import load_tuned
+
+    methods, scenario, settings, hparams = _problem(args, scenario_name, method_names, sets)
+    per_method: dict[str, dict] = {}
+    if args.settings == "tuned":
+        for m in methods:
+            per_method[m], tuned = load_tuned(
+                _tuned_dir(args), scenario_name, source or scenario.default_source, profile,
+                settings, m, hparams[m])
+            hparams[m] = {**hparams[m], **tuned}
+    specs = plan(scenario_name, source, profile, methods, seeds, settings, hparams, per_method)
     result = run_sweep(specs, out, data_dir=args.data_dir, device=args.device,
                        progress=None if not args.no_progress else False, force=args.force)
     print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
@@ -110,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .report import summarize, to_markdown
+    from .report import fill_weights_status, summarize, to_markdown
     from .reproduce import references, select
     from .store import Store
 
@@ -120,7 +145,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                             "see `dps-bench reproduce --list`")
     failed, skipped = 0, []
     for i, ref in enumerate(chosen, 1):
-        out = str(Path(args.out) / ref.out)
+        out = str(Path(args.out) / (ref.out + ("-tuned" if args.settings == "tuned" else "")))
         print(f"[{i}/{len(chosen)}] {ref.name}: {ref.scenario} on {ref.source}, profile "
               f"{ref.profile}, {len(ref.methods)} methods x {len(ref.seeds)} seeds -> {out}")
         try:
@@ -132,7 +157,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             continue
         failed += len(result.failed)
         store = Store(out)
-        summary = to_markdown(summarize(store.runs(), store.curves()))
+        summary = to_markdown(summarize(fill_weights_status(store.runs(), store), store.curves()))
         (Path(out) / "summary.md").write_text(summary + "\n")
         print(f"  summary: {out}/summary.md")
     if skipped:
@@ -154,14 +179,48 @@ def cmd_references(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .tune import tune
+
+    methods, scenario, settings, hparams = _problem(args, args.scenario, _csv_list(args.methods),
+                                                    args.set or [])
+    result = tune(args.scenario, args.source, args.profile, methods, args.budget, args.seeds,
+                  settings, hparams, args.out, _tuned_dir(args), strategy=args.strategy,
+                  search_seed=args.search_seed, window=args.window, data_dir=args.data_dir,
+                  device=args.device, progress=None if not args.no_progress else False,
+                  force=args.force,
+                  command="dps-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    for path in result.written:
+        print(f"tuned: {path}")
+    if result.failed:
+        print(f"{len(result.failed)} tuning runs failed (rerun the same command to retry them):",
+              file=sys.stderr)
+        for f in result.failed:
+            print("  " + f.strip().splitlines()[0], file=sys.stderr)
+    if result.untuned:
+        print(f"no eligible configuration (every run failed or diverged) for: "
+              f"{', '.join(result.untuned)}", file=sys.stderr)
+    return 1 if result.failed or result.untuned else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import summarize, to_markdown
+    import pandas as pd
+
+    from .report import fill_weights_status, summarize, to_markdown
     from .store import Store
 
-    store = Store(args.out)
-    if not store.runs_path.exists():
-        raise DpsBenchError(f"no runs.csv in {args.out}; run `dps-bench run ... --out {args.out}`")
-    table = summarize(store.runs(), store.curves())
+    tables = []
+    for out in args.out:
+        store = Store(out)
+        if not store.runs_path.exists():
+            raise DpsBenchError(f"no runs.csv in {out}; run `dps-bench run ... --out {out}`")
+        table = summarize(fill_weights_status(store.runs(), store), store.curves())
+        if len(args.out) > 1:
+            table.insert(0, "results", out)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
     text = table.to_csv(index=False) if args.format == "csv" else to_markdown(table)
     print(text)
     return 0
@@ -177,6 +236,15 @@ def cmd_download(args: argparse.Namespace) -> int:
     folder = download(spec, root)
     print(f"{spec.name}: verified files in {folder}")
     return 0
+
+
+def _settings_options(p: argparse.ArgumentParser, more: str = "") -> None:
+    p.add_argument("--settings", choices=("paper", "tuned"), default="paper",
+                   help="paper (default): the scenario's fixed settings; tuned: each method's "
+                        "settings chosen by `dps-bench tune` for the same scenario, source, "
+                        "profile and --set/--steps" + more)
+    p.add_argument("--tuned-dir", help="where tuned settings are read from (default: the "
+                                       "suite's benchmarks/configs/tuned)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,11 +279,60 @@ def build_parser() -> argparse.ArgumentParser:
                         "(random_select.beta=0.01); repeatable")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--out", required=True, help="results directory (created if needed)")
+    _settings_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true",
                    help="rerun runs already complete in --out (each old row is replaced only "
                         "when its new run has finished), e.g. after changing a method's code")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "tune", help="tune every method with the same budget, on the validation split; resumable",
+        description="Give every method the same budget of configurations from its declared "
+                    "search space (the model lr for every method; e.g. lr_w, beta and sigma for "
+                    "bads, inner_lr and k for blo, r_floor for cds), run them through the same "
+                    "resumable sweep as `run` (into --out), score each on the validation split "
+                    "only (mean of the last --window evaluations over --seeds; the test split is "
+                    "never read) and write each method's choice to "
+                    "TUNED_DIR/<scenario>-<source>-<profile>[-<fixed settings>]/<method>.yaml, "
+                    "which `run --settings tuned` reads. Configurations whose weights end "
+                    "collapsed or uniform rank below healthy ones.",
+        epilog="examples:\n  dps-bench tune --scenario balancing --methods train_only,bads "
+               "--budget 8 --out runs/tune-quick\n"
+               "  dps-bench tune --scenario balancing --source mnist --data-dir ../shared/data "
+               "--profile paper --set meta_per_class=5 --steps 1500 --methods bads --budget 4 "
+               "--out runs/tune-mnist\n"
+               "  dps-bench run --scenario balancing --methods bads --settings tuned --seeds 0-2 "
+               "--out runs/tuned",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", required=True, help=f"one of: {', '.join(SCENARIOS)}")
+    p.add_argument("--methods", required=True, help="comma-separated method names (dps-bench list)")
+    p.add_argument("--budget", type=int, default=8,
+                   help="configurations per method, the same for every method (default 8)")
+    p.add_argument("--strategy", choices=("random", "grid"), default="random",
+                   help="random (default): the default configuration, then budget-1 seeded draws; "
+                        "grid: budget points of the search grid in a seeded order")
+    p.add_argument("--search-seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--seeds", type=_seeds, default=[1000],
+                   help="run seeds each configuration is scored on (default 1000: apart from "
+                        "the seeds results are reported on)")
+    p.add_argument("--window", type=int, default=3,
+                   help="score = mean validation metric over the last WINDOW evaluations (default 3)")
+    p.add_argument("--source", help="data source (default: the scenario's embedded default)")
+    p.add_argument("--profile", default="quick", help="quick (default) or paper")
+    p.add_argument("--steps", type=int, help="override the profile's number of training steps")
+    p.add_argument("--data-dir", help="directory holding <source>/ data files "
+                                      "(default: $DPS_DATA_DIR)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="fix a scenario setting or a method hyperparameter while tuning; part "
+                        "of the tuned settings' key")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--out", required=True, help="results directory of the tuning runs")
+    p.add_argument("--tuned-dir", help="where the tuned YAML files go (default: the suite's "
+                                       "benchmarks/configs/tuned)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="rerun tuning runs already complete")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser(
         "reproduce", help="run the reference experiments of the paper's tables; resumable",
@@ -236,12 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(default: $DPS_DATA_DIR)")
     p.add_argument("--steps", type=int, help="override every experiment's number of steps")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    _settings_options(p, "; tuned results go to OUT/<its out>-tuned")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="rerun runs already complete")
     p.set_defaults(func=lambda a: cmd_references(a) if a.list else cmd_reproduce(a))
 
-    p = sub.add_parser("report", help="summary table (mean over seeds) of a results directory")
-    p.add_argument("--out", required=True, help="results directory written by `run`")
+    p = sub.add_parser("report", help="summary table (mean over seeds) of results directories")
+    p.add_argument("--out", required=True, action="append",
+                   help="results directory written by `run`; repeat to put several side by side "
+                        "(a `results` column names each row's directory)")
     p.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     p.set_defaults(func=cmd_report)
 

@@ -31,6 +31,7 @@ from methods import Batch, Context, Method, Pool, get_method
 from .config import RunSpec, derive_seed
 from .metering import StepTimer, peak_memory
 from .scenarios import Scenario, ScenarioData, Split, make_optimizer
+from .weight_health import weight_stats, weights_status
 
 METERED_STEPS = (1, 2)
 
@@ -123,6 +124,7 @@ class RunOutcome:
     curves: pd.DataFrame
     weights: pd.DataFrame | None = None
     prepare_s: float = 0.0
+    weights_status: str = ""  # ok | collapsed | uniform at the last evaluation; '' without weights
 
 
 @torch.no_grad()
@@ -140,6 +142,14 @@ def _group_means(weights: Tensor, groups: Tensor, names: tuple[str, ...]) -> dic
     w = weights.detach().float().cpu()  # NaN marks an example without a weight yet (l2rw)
     return {f"mean_weight:{n}": float(w[groups == c].nanmean()) for c, n in enumerate(names)
             if (groups == c).any()}
+
+
+def target_count(spec: RunSpec, scenario: Scenario, n_train: int) -> float | None:
+    """⌊β·N_t⌋ for the run's β (its own hyperparameter, else the scenario's shared one)."""
+    beta = spec.hparams.get("beta")
+    if beta is None:
+        beta = scenario.hparam_defaults(spec.method, {"beta"}, spec.profile, spec.source).get("beta")
+    return None if beta is None else math.floor(beta * n_train + 1e-9)
 
 
 @dataclass
@@ -209,6 +219,8 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     count = 0
     status, error = "ok", ""
     weights: Tensor | None = None  # as of the last evaluation, which is the last step
+    status_of_weights = ""
+    target = target_count(spec, scenario, len(data.train))
     evals = {"test": data.test, "meta": data.meta, "val": data.val}
     try:
         for step in range(settings.steps):
@@ -239,6 +251,9 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
                 if weights is not None:
                     for k, v in _group_means(weights, data.train.group, data.group_names).items():
                         curves.append((done, "weights", k, v))
+                    stats = weight_stats(weights)
+                    curves += [(done, "weights", k, stats[k]) for k in ("ess", "spread")]
+                    status_of_weights = weights_status(stats, target)
             if on_step is not None:
                 on_step(done)
     except Diverged as e:
@@ -264,4 +279,5 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
         peak_mem_mb=max(peaks) / 2**20 if peaks else float("nan"),
         wall_s=time.perf_counter() - started,
         curves=frame, weights=weights_frame, prepare_s=setup.prepare_s,
+        weights_status=status_of_weights if status == "ok" else "",
     )

@@ -22,6 +22,7 @@ RUN_COLUMNS = [
     "run_id", "scenario", "source", "profile", "method", "seed", "steps", "metric_name",
     "final_metric", "best_metric", "time_per_step_ms", "peak_mem_mb", "device", "status",
     "error", "config_json", "torch_version", "git_sha", "wall_s", "threads", "prepare_s",
+    "weights_status",
 ]
 CURVE_COLUMNS = ["run_id", "step", "split", "metric_name", "value"]
 WEIGHT_COLUMNS = ["index", "weight", "group"]

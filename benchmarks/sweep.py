@@ -24,6 +24,7 @@ from .errors import ConfigError
 from .harness import run
 from .scenarios import get_scenario
 from .store import Store
+from .weight_health import DEGENERATE
 
 
 @dataclass
@@ -64,15 +65,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def plan(scenario_name: str, source: str | None, profile: str, methods: list[str],
-         seeds: list[int], settings_overrides: dict, hparam_overrides: dict[str, dict]
-         ) -> list[RunSpec]:
-    """The resolved RunSpecs of the grid, seeds outer and methods inner."""
+         seeds: list[int], settings_overrides: dict, hparam_overrides: dict[str, dict],
+         method_settings: dict[str, dict] | None = None) -> list[RunSpec]:
+    """The resolved RunSpecs of the grid, seeds outer and methods inner. ``method_settings``
+    adds per-method scenario-setting overrides (a tuned model lr) on top of ``settings_overrides``."""
     scenario = get_scenario(scenario_name)
     source = source or scenario.default_source
-    settings = resolve_settings(scenario, source, profile, settings_overrides)
     specs = []
     for seed in seeds:
         for method in methods:
+            overrides = {**settings_overrides, **(method_settings or {}).get(method, {})}
+            settings = resolve_settings(scenario, source, profile, overrides)
             hp = resolve_hparams(scenario, method, hparam_overrides.get(method, {}), profile, source)
             specs.append(RunSpec(scenario_name, source, profile, method, seed, asdict(settings),
                                  asdict(hp)))
@@ -131,13 +134,15 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
         row = _row(spec, dev, outcome.status, outcome.error, outcome.wall_s)
         row.update(final_metric=outcome.final_metric, best_metric=outcome.best_metric,
                    time_per_step_ms=outcome.time_per_step_ms, peak_mem_mb=outcome.peak_mem_mb,
-                   prepare_s=round(outcome.prepare_s, 3))
+                   prepare_s=round(outcome.prepare_s, 3), weights_status=outcome.weights_status)
         store.write(row, outcome.curves, outcome.weights)
         bar.update(spec.settings["steps"] - last[0])
         tqdm.write(f"[{i}/{len(todo)}] {spec.method} seed={spec.seed}: {outcome.status} "
                    f"{scenario.metric_name}={outcome.final_metric:.4f} "
                    f"({outcome.time_per_step_ms:.2f} ms/step, {outcome.peak_mem_mb:.2f} MB, "
-                   f"{outcome.wall_s:.1f} s)" + (f" {outcome.error}" if outcome.error else ""))
+                   f"{outcome.wall_s:.1f} s)" + (f" {outcome.error}" if outcome.error else "")
+                   + (f" WEIGHTS {outcome.weights_status.upper()}"
+                      if outcome.weights_status in DEGENERATE else ""))
     bar.close()
     return SweepResult(len(todo), skipped, failed)
 
@@ -159,4 +164,5 @@ def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: f
         "device": str(device), "status": status, "error": error,
         "config_json": spec.to_json(), "torch_version": torch.__version__, "git_sha": git_sha(),
         "wall_s": round(wall_s, 3), "threads": torch.get_num_threads(), "prepare_s": 0.0,
+        "weights_status": "",
     }

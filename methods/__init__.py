@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from .base import Batch, Context, Method, Pool, hparam_fields
+from .search import MODEL_LR, Choice, LogUniform
 
 REGISTRY: dict[str, str] = {
     "train_only": "methods.train_only:TrainOnly",
@@ -50,6 +51,7 @@ def get_method(name: str) -> type[Method]:
 
 
 __all__ = [
-    "Batch", "Context", "Method", "Pool", "REGISTRY", "UnknownMethodError",
+    "MODEL_LR", "Batch", "Choice", "Context", "LogUniform", "Method", "Pool", "REGISTRY",
+    "UnknownMethodError",
     "get_method", "hparam_fields", "list_methods",
 ]

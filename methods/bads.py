@@ -64,6 +64,7 @@ from torch import Tensor
 
 from .base import Batch, Context, Method, count_of
 from .langevin import Noise
+from .search import LogUniform
 from .weighting import ExampleWeights, check_weights
 
 # ∂L/∂a = g·w(1 − w) for w = sigmoid(a), given g = ∂L/∂w and w: one kernel
@@ -110,6 +111,10 @@ class BADS(Method):
     """Bayesian data point selection: SGLD on the joint posterior of θ and the weights w(φ)."""
 
     Hparams = BADSHparams
+    # θ's learning rate is lr_theta (0 follows the model lr), so the model lr itself is not searched
+    search_space = {"lr_theta": LogUniform(0.1, 10.0, relative=True),
+                    "lr_w": LogUniform(1e-4, 1e-1), "beta": LogUniform(0.5, 4.0, relative=True),
+                    "sigma": LogUniform(1e-5, 1.0)}
 
     def __init__(self, ctx: Context, hparams: BADSHparams | None = None) -> None:
         super().__init__(ctx, hparams)

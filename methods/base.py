@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .search import MODEL_LR, MODEL_LR_RANGE, Dimension
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -98,10 +100,13 @@ class Method(ABC):
 
     ``uses_meta_batch = False`` tells the harness not to draw Bm (``step`` then gets None),
     so that a method which never reads Dm per step is not charged for sampling it.
+    ``search_space`` is what ``dps-bench tune`` searches (see ``methods.search``); by default the
+    model learning rate within 0.1x to 10x of the scenario's.
     """
 
     Hparams: ClassVar[type] = NoHparams
     uses_meta_batch: ClassVar[bool] = True
+    search_space: ClassVar[dict[str, Dimension]] = {MODEL_LR: MODEL_LR_RANGE}
 
     def __init__(self, ctx: Context, hparams: Any | None = None) -> None:
         self.ctx = ctx

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .base import Batch, Context, Method
 from .lookahead import check_backend, inner_lr_of, lookahead_meta_loss
+from .search import MODEL_LR, MODEL_LR_RANGE, Choice, LogUniform
 from .weighting import ExampleWeights, check_weights
 
 
@@ -55,6 +56,8 @@ class BLO(Method):
     """Online bi-level optimisation of persistent example weights through a k-step unroll."""
 
     Hparams = BLOHparams
+    search_space = {MODEL_LR: MODEL_LR_RANGE, "inner_lr": LogUniform(0.3, 30.0, relative=True),
+                    "lr_w": LogUniform(1e-4, 1e-1), "k": Choice(1, 2)}
 
     def __init__(self, ctx: Context, hparams: BLOHparams | None = None) -> None:
         super().__init__(ctx, hparams)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Batch, Context, Method, count_of, over_chunks
+from .search import MODEL_LR, MODEL_LR_RANGE, Choice
 
 
 @dataclass
@@ -68,6 +69,7 @@ class CDS(Method):
     """Select, within each minibatch, the examples a Dm-tuned model prefers over a Dt model."""
 
     Hparams = CDSHparams
+    search_space = {MODEL_LR: MODEL_LR_RANGE, "r_floor": Choice(0.0, 0.05, 0.1, 0.25, 0.5)}
     uses_meta_batch = False
 
     def __init__(self, ctx: Context, hparams: CDSHparams | None = None) -> None:

@@ -38,6 +38,8 @@ class L2RW(Method):
     """Per-minibatch meta-gradient weights, clipped at zero and normalised (Ren et al. 2018)."""
 
     Hparams = L2RWHparams
+    # inner_lr is not searched: the meta-gradient at ε = 0 is linear in α, and the weights are
+    # normalised per batch, so α cancels. The model lr is searched (Method's default space).
 
     def __init__(self, ctx: Context, hparams: L2RWHparams | None = None) -> None:
         super().__init__(ctx, hparams)

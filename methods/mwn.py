@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .base import Batch, Context, Method, over_chunks
 from .lookahead import check_backend, inner_lr_of, lookahead_meta_loss
+from .search import MODEL_LR, MODEL_LR_RANGE, LogUniform
 
 
 @dataclass
@@ -53,6 +54,8 @@ class MWN(Method):
     """Meta-Weight-Net: an MLP from loss to weight, trained through a one-step look-ahead."""
 
     Hparams = MWNHparams
+    search_space = {MODEL_LR: MODEL_LR_RANGE, "inner_lr": LogUniform(0.3, 30.0, relative=True),
+                    "lr_v": LogUniform(1e-4, 1e-1)}
 
     def __init__(self, ctx: Context, hparams: MWNHparams | None = None) -> None:
         super().__init__(ctx, hparams)
