@@ -147,7 +147,7 @@ def score_trials(trials: list[Trial], runs: pd.DataFrame, curves: pd.DataFrame,
             continue
         trial.status = "ok"
         trial.score = float(sum(val_score(val_curves, i, window) for i in ids) / len(ids))
-        statuses = [s for s in rows["weights_status"].fillna("") if s]
+        statuses = [s for s in rows["weights_status"].astype(object).fillna("") if s]
         bad = [s for s in statuses if s in DEGENERATE]
         trial.weights_status = bad[0] if bad else (statuses[0] if statuses else "")
 
