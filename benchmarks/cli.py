@@ -74,7 +74,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         cls = get_method(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         hps = ", ".join(f"{k}={v}" for k, v in hparam_fields(cls).items()) or "no hyperparameters"
-        print(f"  {name}: {doc}\n    {hps}")
+        space = "; ".join(f"{k} {dim.describe()}" for k, dim in cls.search_space.items())
+        print(f"  {name}: {doc}\n    {hps}\n    tune searches: {space}")
     return 0
 
 
@@ -208,19 +209,27 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .report import fill_weights_status, summarize, to_markdown
+    from .report import fill_weights_status, side_by_side, summarize, to_markdown
     from .store import Store
 
-    tables = []
+    tables = {}
     for out in args.out:
-        store = Store(out)
+        head, sep, tail = out.partition("=")
+        label, path = (head, tail) if sep and "/" not in head else (out, out)
+        store = Store(path)
         if not store.runs_path.exists():
-            raise DpsBenchError(f"no runs.csv in {out}; run `dps-bench run ... --out {out}`")
-        table = summarize(fill_weights_status(store.runs(), store), store.curves())
-        if len(args.out) > 1:
-            table.insert(0, "results", out)
-        tables.append(table)
-    table = pd.concat(tables, ignore_index=True)
+            raise DpsBenchError(f"no runs.csv in {path}; run `dps-bench run ... --out {path}`")
+        tables[label] = summarize(fill_weights_status(store.runs(), store), store.curves())
+    if args.side_by_side:
+        try:
+            table = side_by_side(tables)
+        except ValueError as e:
+            raise DpsBenchError(str(e)) from None
+    else:
+        if len(tables) > 1:
+            for label, t in tables.items():
+                t.insert(0, "results", label)
+        table = pd.concat(tables.values(), ignore_index=True)
     text = table.to_csv(index=False) if args.format == "csv" else to_markdown(table)
     print(text)
     return 0
@@ -236,6 +245,18 @@ def cmd_download(args: argparse.Namespace) -> int:
     folder = download(spec, root)
     print(f"{spec.name}: verified files in {folder}")
     return 0
+
+
+def _problem_options(p: argparse.ArgumentParser, set_help: str) -> None:
+    """--source, --profile, --steps, --data-dir, --set and --device, shared by run and tune."""
+    p.add_argument("--source", help="data source (default: the scenario's embedded default)")
+    p.add_argument("--profile", default="quick",
+                   help="quick (default: minutes on 2 CPU cores) or paper (the paper's settings)")
+    p.add_argument("--steps", type=int, help="override the profile's number of training steps")
+    p.add_argument("--data-dir", help="directory holding <source>/ data files "
+                                      "(default: $DPS_DATA_DIR)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
 
 
 def _settings_options(p: argparse.ArgumentParser, more: str = "") -> None:
@@ -268,16 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", required=True, help=f"one of: {', '.join(SCENARIOS)}")
     p.add_argument("--methods", required=True, help="comma-separated method names (dps-bench list)")
     p.add_argument("--seeds", type=_seeds, default=[0], help="e.g. 0,1,2 or 0-4 (default 0)")
-    p.add_argument("--source", help="data source (default: the scenario's embedded default)")
-    p.add_argument("--profile", default="quick",
-                   help="quick (default: minutes on 2 CPU cores) or paper (the paper's settings)")
-    p.add_argument("--steps", type=int, help="override the profile's number of training steps")
-    p.add_argument("--data-dir", help="directory holding <source>/ data files "
-                                      "(default: $DPS_DATA_DIR)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="a scenario setting (meta_per_class=5) or a method hyperparameter "
+    _problem_options(p, "a scenario setting (meta_per_class=5) or a method hyperparameter "
                         "(random_select.beta=0.01); repeatable")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--out", required=True, help="results directory (created if needed)")
     _settings_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -318,15 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the seeds results are reported on)")
     p.add_argument("--window", type=int, default=3,
                    help="score = mean validation metric over the last WINDOW evaluations (default 3)")
-    p.add_argument("--source", help="data source (default: the scenario's embedded default)")
-    p.add_argument("--profile", default="quick", help="quick (default) or paper")
-    p.add_argument("--steps", type=int, help="override the profile's number of training steps")
-    p.add_argument("--data-dir", help="directory holding <source>/ data files "
-                                      "(default: $DPS_DATA_DIR)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="fix a scenario setting or a method hyperparameter while tuning; part "
+    _problem_options(p, "fix a scenario setting or a method hyperparameter while tuning; part "
                         "of the tuned settings' key")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--out", required=True, help="results directory of the tuning runs")
     p.add_argument("--tuned-dir", help="where the tuned YAML files go (default: the suite's "
                                        "benchmarks/configs/tuned)")
@@ -360,8 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="summary table (mean over seeds) of results directories")
     p.add_argument("--out", required=True, action="append",
-                   help="results directory written by `run`; repeat to put several side by side "
-                        "(a `results` column names each row's directory)")
+                   help="results directory written by `run`, or LABEL=DIR; repeat to report several "
+                        "(a `results` column names each row's directory or label)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="with several --out: one row per method and Dm size, one column group "
+                        "per directory (final mean ± std (n), selected, degenerate runs), e.g. "
+                        "--out paper=results/a --out tuned=results/a-tuned")
     p.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     p.set_defaults(func=cmd_report)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import random
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -139,7 +141,7 @@ def test_tuning_selects_on_validation_never_on_test(tmp_path, monkeypatch):
     assert test[chosen["index"]] == min(test.values())  # a test-peeking tuner would pick another
 
 
-def test_run_with_tuned_settings_uses_the_tuned_values(tmp_path):
+def test_run_with_tuned_settings_uses_the_tuned_values(tmp_path, capsys):
     assert tune_cli(tmp_path, "mixing,blo", 2) == 0
     out = tmp_path / "tuned-run"
     assert main(["run", *FAST, "--methods", "mixing,blo", "--settings", "tuned",
@@ -153,8 +155,12 @@ def test_run_with_tuned_settings_uses_the_tuned_values(tmp_path):
             {k: v for k, v in tuned.items() if k != "lr"}
     # side by side: paper and tuned settings of the same methods in one report
     assert main(["run", *FAST, "--methods", "mixing", "--out", str(tmp_path / "paper")]) == 0
-    assert main(["report", "--out", str(tmp_path / "paper"), "--out", str(out),
-                 "--format", "csv"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--out", f"paper={tmp_path / 'paper'}", "--out", f"tuned={out}",
+                 "--side-by-side", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("method")
+    assert {"paper", "tuned", "tuned degenerate"} <= set(table.columns)
+    assert table.loc["mixing", "paper"].endswith("(1)") and pd.isna(table.loc["blo", "paper"])
 
 
 def test_tuned_settings_missing_or_clashing_give_clear_errors(tmp_path, capsys):

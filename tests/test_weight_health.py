@@ -88,3 +88,17 @@ def test_selected_metric_is_test_at_the_best_validation_step():
             ("r", 1, "test", 0.99), ("r", 2, "test", 0.5), ("r", 3, "test", 0.98)]
     curves = pd.DataFrame(rows, columns=["run_id", "step", "split", "value"])
     assert selected_metric(curves)["r"] == 0.5  # chosen by validation, whatever test says
+
+
+def test_side_by_side_puts_paper_and_tuned_results_in_one_row():
+    from benchmarks.report import side_by_side
+
+    paper = summarize(pd.DataFrame([_run_row("a", "bads", 0, "collapsed"),
+                                    _run_row("b", "bads", 1, "ok"),
+                                    _run_row("c", "mixing", 0, "")]))
+    tuned = summarize(pd.DataFrame([_run_row("d", "bads", 0, "ok")]))
+    table = side_by_side({"paper": paper, "tuned": tuned}).set_index("method")
+    assert table.loc["bads", "paper degenerate"] == "1/2"
+    assert table.loc["bads", "tuned degenerate"] == "0/1"
+    assert table.loc["bads", "paper"].startswith("0.9000 ± 0.0000 (2)")
+    assert table.loc["mixing", "paper degenerate"] == "n/a" and pd.isna(table.loc["mixing", "tuned"])

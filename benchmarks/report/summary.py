@@ -109,6 +109,31 @@ def _relative_to_train_only(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def side_by_side(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (scenario, source, profile, method, meta_per_class) and, per labelled table
+    (e.g. ``paper`` and ``tuned`` results), ``<label>`` = "final_mean ± final_std (n)",
+    ``<label> selected`` = selected_mean and ``<label> degenerate`` = n_degenerate/n (n/a for
+    methods without weights)."""
+    block = ["scenario", "source", "profile", "method", "meta_per_class"]
+    merged: pd.DataFrame | None = None
+    for label, table in tables.items():
+        part = table[block].copy()
+        part[label] = [f"{m:.4f} ± {0.0 if pd.isna(s) else s:.4f} ({n})" for m, s, n in
+                       zip(table["final_mean"], table["final_std"], table["n"], strict=True)]
+        part[f"{label} selected"] = table["selected_mean"].to_numpy()
+        part[f"{label} degenerate"] = [f"{d}/{n}" if w else "n/a" for d, n, w in
+                                       zip(table["n_degenerate"], table["n"], table["weights"],
+                                           strict=True)]
+        repeated = part[part.duplicated(block, keep=False)]
+        if len(repeated):
+            rows = ", ".join(sorted({f"{r.method} (Dm {r.meta_per_class})"
+                                     for r in repeated.itertuples()}))
+            raise ValueError(f"{label}: several configurations of {rows}; a side-by-side "
+                             "report needs one per method and Dm size (use the plain report)")
+        merged = part if merged is None else merged.merge(part, on=block, how="outer")
+    return merged if merged is not None else pd.DataFrame(columns=block)
+
+
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub-flavoured markdown table (no optional dependency on ``tabulate``)."""
     cols = list(table.columns)
