@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .report import fill_weights_status, summarize, to_markdown
+    from .report import summarize_store, to_markdown
     from .reproduce import references, select
     from .store import Store
 
@@ -158,7 +158,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             continue
         failed += len(result.failed)
         store = Store(out)
-        summary = to_markdown(summarize(fill_weights_status(store.runs(), store), store.curves()))
+        summary = to_markdown(summarize_store(store))
         (Path(out) / "summary.md").write_text(summary + "\n")
         print(f"  summary: {out}/summary.md")
     if skipped:
@@ -209,7 +209,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .report import fill_weights_status, side_by_side, summarize, to_markdown
+    from .report import side_by_side, summarize_store, to_markdown
     from .store import Store
 
     tables = {}
@@ -219,7 +219,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         store = Store(path)
         if not store.runs_path.exists():
             raise DpsBenchError(f"no runs.csv in {path}; run `dps-bench run ... --out {path}`")
-        tables[label] = summarize(fill_weights_status(store.runs(), store), store.curves())
+        tables[label] = summarize_store(store)
     if args.side_by_side:
         try:
             table = side_by_side(tables)

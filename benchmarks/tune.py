@@ -73,7 +73,7 @@ def draws(space: dict, budget: int, strategy: str, rng: random.Random) -> list[d
 def materialise(scenario: Scenario, source: str, profile: str, method: str, space: dict,
                 raw: dict[str, Any], settings_over: dict[str, Any], hparams_over: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """A raw draw as (settings overrides, hyperparameter overrides, searched values).
+    """A raw draw as (resolved settings, resolved hyperparameters, searched values), all dicts.
 
     Relative dimensions scale the default: of the scenario's model lr for ``lr``; of the resolved
     hyperparameter default, or of this configuration's model lr where that default is 0."""
@@ -94,9 +94,10 @@ def materialise(scenario: Scenario, source: str, profile: str, method: str, spac
         if isinstance(value, float):
             value = float(f"{value:.3g}")
         hparams[name] = coerce(value, cls, name, f"search space of {method}.{name}")
-    resolved = {**asdict(resolve_settings(scenario, source, profile, settings)),
-                **asdict(resolve_hparams(scenario, method, hparams, profile, source))}
-    return settings, hparams, {k: resolved[k] for k in space}
+    settings_out = asdict(resolve_settings(scenario, source, profile, settings))
+    hparams_out = asdict(resolve_hparams(scenario, method, hparams, profile, source))
+    resolved = {**settings_out, **hparams_out}
+    return settings_out, hparams_out, {k: resolved[k] for k in space}
 
 
 def plan_trials(scenario_name: str, source: str, profile: str, method: str, budget: int,
@@ -116,10 +117,8 @@ def plan_trials(scenario_name: str, source: str, profile: str, method: str, budg
     rng = random.Random(derive_seed(search_seed, scenario_name, source, profile, method))
     trials = []
     for index, raw in enumerate(draws(space, budget, strategy, rng)):
-        settings, hparams, values = materialise(scenario, source, profile, method, space, raw,
-                                                settings_over, hparams_over)
-        s = asdict(resolve_settings(scenario, source, profile, settings))
-        h = asdict(resolve_hparams(scenario, method, hparams, profile, source))
+        s, h, values = materialise(scenario, source, profile, method, space, raw, settings_over,
+                                   hparams_over)
         specs = [RunSpec(scenario_name, source, profile, method, seed, s, h) for seed in seeds]
         trials.append(Trial(method, index, values, specs))
     return trials

@@ -28,15 +28,14 @@ DEGENERATE = ("collapsed", "uniform")
 
 
 def weight_stats(weights: Tensor) -> dict[str, float]:
-    """n (examples with a weight), ess, spread (standard deviation), max and mean of the weights."""
+    """n (examples with a weight), ess, spread (standard deviation) and max of the weights."""
     w = weights.detach().double().cpu().flatten()
     w = w[~torch.isnan(w)]
     if len(w) == 0:
-        return {"n": 0.0, "ess": math.nan, "spread": math.nan, "max": math.nan, "mean": math.nan}
+        return {"n": 0.0, "ess": math.nan, "spread": math.nan, "max": math.nan}
     total, squares = float(w.sum()), float((w * w).sum())
     return {"n": float(len(w)), "ess": total * total / squares if squares > 0 else 0.0,
-            "spread": float(w.std(unbiased=False)), "max": float(w.max()),
-            "mean": total / len(w)}
+            "spread": float(w.std(unbiased=False)), "max": float(w.max())}
 
 
 def weights_status(stats: dict[str, float], target_count: float | None) -> str:

@@ -1,4 +1,5 @@
-"""``weights_status`` for runs recorded before the suite computed it, from their stored weights."""
+"""``weights_status`` for runs recorded before the suite computed it (from their stored weights),
+and the summary of a results directory with it filled in."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..harness import target_count
 from ..scenarios import get_scenario
 from ..store import Store
 from ..weight_health import weight_stats, weights_status
+from .summary import summarize
 
 
 def fill_weights_status(runs: pd.DataFrame, store: Store) -> pd.DataFrame:
@@ -32,3 +34,8 @@ def fill_weights_status(runs: pd.DataFrame, store: Store) -> pd.DataFrame:
         runs.at[i, "weights_status"] = weights_status(
             weight_stats(w), target_count(spec, get_scenario(spec.scenario), len(w)))
     return runs
+
+
+def summarize_store(store: Store) -> pd.DataFrame:
+    """``summarize`` of a results directory, ``weights_status`` filled in for older runs."""
+    return summarize(fill_weights_status(store.runs(), store), store.curves())
