@@ -8,7 +8,7 @@ import sys
 
 from methods import UnknownMethodError, get_method, hparam_fields, list_methods
 
-from .config import parse_sets
+from .config import parse_grid, parse_sets
 from .errors import DpsBenchError
 from .scenarios import SCENARIOS, get_scenario
 
@@ -19,6 +19,8 @@ EXAMPLES = """examples:
       --profile paper --set meta_per_class=5 --out runs/mnist
   dps-bench tune --scenario balancing --methods train_only,bads --budget 8 --out runs/tune
   dps-bench run --scenario balancing --methods train_only,bads --settings tuned --out runs/tuned
+  dps-bench run --scenario balancing --methods bads,bads_prior_only,bads_frozen --seeds 1000,1001 \
+      --grid sigma=1e-5,1e-3,0.1,1,10,100 --grid lr_w=1e-4,1e-3,1e-2 --out runs/sigma
   dps-bench report --out runs/balancing
   dps-bench reproduce --profile quick --out results
 """
@@ -108,6 +110,11 @@ def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, pro
     from .tuned import load_tuned
 
     methods, scenario, settings, hparams = _problem(args, scenario_name, method_names, sets)
+    setting_axes, hparam_axes = parse_grid(getattr(args, "grid", None) or [], scenario, methods)
+    clash = {k for k, _ in setting_axes} & set(settings)
+    clash |= {f"{m}.{k}" for m, axes in hparam_axes.items() for k, _ in axes if k in hparams[m]}
+    if clash:
+        raise DpsBenchError(f"--grid and --set both give {', '.join(sorted(clash))}; keep one")
     per_method: dict[str, dict] = {}
     if args.settings == "tuned":
         for m in methods:
@@ -115,7 +122,8 @@ def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, pro
                 _tuned_dir(args), scenario_name, source or scenario.default_source, profile,
                 settings, m, hparams[m])
             hparams[m] = {**hparams[m], **tuned}
-    specs = plan(scenario_name, source, profile, methods, seeds, settings, hparams, per_method)
+    specs = plan(scenario_name, source, profile, methods, seeds, settings, hparams, per_method,
+                 setting_axes, hparam_axes)
     result = run_sweep(specs, out, data_dir=args.data_dir, device=args.device,
                        progress=None if not args.no_progress else False, force=args.force)
     print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
@@ -292,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     _problem_options(p, "a scenario setting (meta_per_class=5) or a method hyperparameter "
                         "(random_select.beta=0.01); repeatable")
     p.add_argument("--out", required=True, help="results directory (created if needed)")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                   help="sweep: run every combination of the listed values; KEY is a setting, "
+                        "METHOD.NAME, or NAME for every listed method with that hyperparameter "
+                        "(not the controls that pin it or ignore it); repeatable, e.g. "
+                        "--grid sigma=1e-5,1e-3,1 --grid lr_w=1e-4,1e-3")
     _settings_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true",

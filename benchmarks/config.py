@@ -21,7 +21,7 @@ from methods import get_method
 from .errors import ConfigError
 from .scenarios import Scenario
 
-SUITE_VERSION = 2  # bump when a change alters what an existing configuration computes
+SUITE_VERSION = 3  # bump when a change alters what an existing configuration computes
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,67 @@ def parse_sets(items: list[str], scenario: Scenario, methods: list[str]
     return settings, hparams
 
 
+def parse_grid(items: list[str], scenario: Scenario, methods: list[str]
+               ) -> tuple[list[tuple[str, list[Any]]], dict[str, list[tuple[str, list[Any]]]]]:
+    """``KEY=V1,V2,...`` items of ``--grid`` as (setting axes, {method: hyperparameter axes}).
+
+    KEY is a scenario setting (an axis for every method), ``METHOD.NAME`` (that method's
+    hyperparameter) or a bare hyperparameter NAME: an axis for every listed method that declares
+    it, except the controls that pin it or for which it is inert (``bads_frozen`` has no σ axis).
+    Values are checked like ``--set``'s."""
+    setting_names = {f.name for f in dataclasses.fields(scenario.Settings)}
+    settings: list[tuple[str, list[Any]]] = []
+    per_method: dict[str, list[tuple[str, list[Any]]]] = {m: [] for m in methods}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        raws = [r.strip() for r in raw.split(",") if r.strip()]
+        if not sep or not raws:
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. bads.sigma=1e-5,1)")
+        if key in setting_names:
+            settings.append((key, [coerce(parse_literal(r), scenario.Settings, key,
+                                          f"--grid {item}") for r in raws]))
+            continue
+        method, _, name = key.rpartition(".")
+        targets = [method] if method else methods
+        if method and method not in per_method:
+            raise ConfigError(f"--grid {item!r}: method {method!r} is not among --methods")
+        hit = False
+        for m in targets:
+            cls = get_method(m)
+            if name not in {f.name for f in dataclasses.fields(cls.Hparams)}:
+                if method:
+                    raise ConfigError(f"--grid {item!r}: {m} has no hyperparameter {name!r}")
+                continue
+            if name in cls.fixed or name in cls.inert:
+                if method:
+                    raise ConfigError(f"--grid {item!r}: {name} is pinned or inert in {m}")
+                continue
+            per_method[m].append((name, [coerce(parse_literal(r), cls.Hparams, name,
+                                                f"--grid {item}") for r in raws]))
+            hit = True
+        if not hit:
+            raise ConfigError(f"--grid {item!r}: {key!r} is neither a setting of "
+                              f"{scenario.name} nor a hyperparameter of {', '.join(targets)}")
+    return settings, per_method
+
+
 def resolve_hparams(scenario: Scenario, method: str, overrides: dict[str, Any],
                     profile: str = "quick", source: str | None = None) -> Any:
-    """The method's Hparams: declared defaults <- the scenario's (source's, profile's) <- overrides."""
-    cls = get_method(method).Hparams
+    """The method's Hparams: declared defaults <- the scenario's (source's, profile's) <- overrides.
+
+    A control (``Method.control_of``) takes the scenario's defaults of the method it controls,
+    then its pinned values (``Method.fixed``), which no override may change."""
+    method_cls = get_method(method)
+    cls = method_cls.Hparams
     names = {f.name for f in dataclasses.fields(cls)}
-    values = scenario.hparam_defaults(method, names, profile, source or scenario.default_source)
+    values = scenario.hparam_defaults(method_cls.control_of or method, names, profile,
+                                      source or scenario.default_source)
+    pinned = sorted(k for k, v in method_cls.fixed.items() if k in overrides and overrides[k] != v)
+    if pinned:
+        raise ConfigError(f"{method} is {method_cls.control_of} with {method_cls.fixed} pinned; "
+                          f"{', '.join(pinned)} cannot be set (use {method_cls.control_of} itself)")
+    values.update(method_cls.fixed)
     values.update(overrides)
     try:
         return cls(**values)

@@ -8,9 +8,12 @@ train batches (common random numbers), and a run repeated on the same machine gi
 curves on the CPU.
 
 Batches: the train pool the method declares is shuffled once per epoch and cut into batches of
-``min(batch_size, |pool|)``; Bm likewise from Dm with ``min(meta_batch_size, N_m)``.
+``min(round(pool.batch_scale·batch_size), |pool|)``; Bm likewise from Dm with
+``min(meta_batch_size, N_m)``.
 Metering: steps 1 and 2 (0-based) are metered for peak memory; every other step is timed.
 A method's offline ``prepare()`` (e.g. CDS's scoring) runs before the loop and is timed apart.
+Divergence: a logged scalar or diagnostic that is not finite at an evaluation, or a method's
+``NonFiniteError`` (in ``prepare`` or a step), ends the run as ``diverged``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from methods import Batch, Context, Method, Pool, get_method
+from methods import Batch, Context, Method, NonFiniteError, Pool, get_method
 
 from .config import RunSpec, derive_seed
 from .metering import StepTimer, peak_memory
@@ -81,7 +84,8 @@ class PoolBatches:
             self.y = torch.cat([train.y, meta.y]).to(device)
         else:
             self.x, self.y = train.x.to(device), train.y.to(device)
-        self.sampler = EpochSampler(len(self.entries), batch, generator)
+        self.sampler = EpochSampler(len(self.entries), max(1, round(batch * pool.batch_scale)),
+                                    generator)
         self.device = device
 
     def __next__(self) -> Batch:
@@ -184,6 +188,7 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
         generator=torch.Generator().manual_seed(derive_seed(run_seed, "method")),
         train_set=Batch(train.x, train.y, torch.arange(len(train), device=device)),
         meta_set=Batch(meta.x, meta.y, torch.arange(len(meta), device=device)),
+        total_steps=settings.steps,
     )
     cls = get_method(spec.method)
     method: Method = cls(ctx, cls.Hparams(**spec.hparams))
@@ -209,7 +214,14 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     """
     started = time.perf_counter()
     settings = scenario.Settings(**spec.settings)
-    setup = set_up(spec, scenario, data, device)
+    try:
+        setup = set_up(spec, scenario, data, device)
+    except NonFiniteError as e:  # e.g. scores from a model trained on a non-finite Dm
+        return RunOutcome(status="diverged", error=f"{e} (in the method's prepare)",
+                          final_metric=float("nan"), best_metric=float("nan"),
+                          time_per_step_ms=float("nan"), peak_mem_mb=float("nan"),
+                          wall_s=time.perf_counter() - started,
+                          curves=pd.DataFrame(columns=["step", "split", "metric_name", "value"]))
     method, model = setup.method, setup.ctx.model
 
     timer = StepTimer(device)
@@ -247,16 +259,21 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
                     curves.append((done, name, scenario.metric_name,
                                    evaluate(model, split, scenario.metric,
                                             settings.eval_batch_size, device)))
+                for k, value in method.diagnostics().items():
+                    if not math.isfinite(value):
+                        raise Diverged(f"diagnostic {k} became {value} by step {done}")
+                    curves.append((done, "weights", k, value))
                 weights = method.weights()
                 if weights is not None:
                     for k, v in _group_means(weights, data.train.group, data.group_names).items():
                         curves.append((done, "weights", k, v))
-                    stats = weight_stats(weights)
-                    curves += [(done, "weights", k, stats[k]) for k in ("ess", "spread")]
-                    status_of_weights = weights_status(stats, target)
+                    stats = weight_stats(weights, data.train.group)
+                    curves += [(done, "weights", k, stats[k])
+                               for k in ("ess", "spread", "max", "auroc")]
+                    status_of_weights = weights_status(stats, target, method.weights_relative)
             if on_step is not None:
                 on_step(done)
-    except Diverged as e:
+    except (Diverged, NonFiniteError) as e:
         status = "diverged"
         lr_fields = [k for k in spec.hparams if k.startswith("lr") or k.endswith("_lr")]
         hint = " or ".join(["--set lr=..."] + [f"--set {spec.method}.{k}=..." for k in lr_fields])

@@ -8,6 +8,7 @@ is recorded with status ``error`` (and retried by the next invocation); the swee
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import subprocess
 import time
@@ -64,21 +65,38 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+Axes = list[tuple[str, list]]
+
+
+def _points(axes: Axes) -> list[dict]:
+    """Every combination of the axes' values ([{}] for no axes)."""
+    names = [name for name, _ in axes]
+    return [dict(zip(names, values, strict=True))
+            for values in itertools.product(*(v for _, v in axes))]
+
+
 def plan(scenario_name: str, source: str | None, profile: str, methods: list[str],
          seeds: list[int], settings_overrides: dict, hparam_overrides: dict[str, dict],
-         method_settings: dict[str, dict] | None = None) -> list[RunSpec]:
-    """The resolved RunSpecs of the grid, seeds outer and methods inner. ``method_settings``
+         method_settings: dict[str, dict] | None = None, setting_axes: Axes | None = None,
+         hparam_axes: dict[str, Axes] | None = None) -> list[RunSpec]:
+    """The resolved RunSpecs of the grid, seeds outer, then methods, then grid points (settings
+    axes and each method's hyperparameter axes, see ``config.parse_grid``). ``method_settings``
     adds per-method scenario-setting overrides (a tuned model lr) on top of ``settings_overrides``."""
     scenario = get_scenario(scenario_name)
     source = source or scenario.default_source
     specs = []
     for seed in seeds:
         for method in methods:
-            overrides = {**settings_overrides, **(method_settings or {}).get(method, {})}
-            settings = resolve_settings(scenario, source, profile, overrides)
-            hp = resolve_hparams(scenario, method, hparam_overrides.get(method, {}), profile, source)
-            specs.append(RunSpec(scenario_name, source, profile, method, seed, asdict(settings),
-                                 asdict(hp)))
+            for s_point in _points(setting_axes or []):
+                for h_point in _points((hparam_axes or {}).get(method, [])):
+                    overrides = {**settings_overrides, **(method_settings or {}).get(method, {}),
+                                 **s_point}
+                    settings = resolve_settings(scenario, source, profile, overrides)
+                    hp = resolve_hparams(scenario, method,
+                                         {**hparam_overrides.get(method, {}), **h_point},
+                                         profile, source)
+                    specs.append(RunSpec(scenario_name, source, profile, method, seed,
+                                         asdict(settings), asdict(hp)))
     return specs
 
 

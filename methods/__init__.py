@@ -1,14 +1,15 @@
 """Method registry: name -> class. Adding a method = one file here + one entry below.
 
 Entries are "module:Class" strings resolved on first use, so a broken or slow method file
-never affects the others.
+never affects the others. Controls (``methods.base.control``: a method with one mechanism
+switched off, e.g. ``bads_prior_only``) are registered like any method, next to theirs.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 
-from .base import Batch, Context, Method, Pool, hparam_fields
+from .base import Batch, Context, Method, NonFiniteError, Pool, control, hparam_fields
 from .search import MODEL_LR, Choice, LogUniform
 
 REGISTRY: dict[str, str] = {
@@ -18,7 +19,10 @@ REGISTRY: dict[str, str] = {
     "dup_meta": "methods.dup_meta:DupMeta",
     "random_select": "methods.random_select:RandomSelect",
     "bads": "methods.bads:BADS",
+    "bads_prior_only": "methods.bads:BADSPriorOnly",
+    "bads_frozen": "methods.bads:BADSFrozen",
     "blo": "methods.blo:BLO",
+    "blo_frozen": "methods.blo:BLOFrozen",
     "l2rw": "methods.l2rw:L2RW",
     "mwn": "methods.mwn:MWN",
     "cds": "methods.cds:CDS",
@@ -38,6 +42,11 @@ def list_methods() -> list[str]:
     return list(REGISTRY)
 
 
+def controls_of(name: str) -> list[str]:
+    """The registered controls of method ``name`` (methods whose ``control_of`` is ``name``)."""
+    return [m for m in REGISTRY if m != name and get_method(m).control_of == name]
+
+
 def get_method(name: str) -> type[Method]:
     """The method class registered under ``name``."""
     try:
@@ -51,7 +60,7 @@ def get_method(name: str) -> type[Method]:
 
 
 __all__ = [
-    "MODEL_LR", "Batch", "Choice", "Context", "LogUniform", "Method", "Pool", "REGISTRY",
-    "UnknownMethodError",
-    "get_method", "hparam_fields", "list_methods",
+    "MODEL_LR", "Batch", "Choice", "Context", "LogUniform", "Method", "NonFiniteError", "Pool",
+    "REGISTRY", "UnknownMethodError",
+    "control", "controls_of", "get_method", "hparam_fields", "list_methods",
 ]

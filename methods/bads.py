@@ -62,13 +62,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Batch, Context, Method, count_of
+from .base import Batch, Context, Method, control, count_of, require_meta
 from .langevin import Noise
 from .search import LogUniform
 from .weighting import ExampleWeights, check_weights
 
 # ∂L/∂a = g·w(1 − w) for w = sigmoid(a), given g = ∂L/∂w and w: one kernel
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.default
+DIAGNOSTICS = ("grad_prior", "grad_data", "data_share", "sum_gap")
+DIAGNOSTIC_EVERY = 10  # steps between two samples of the gradient split (off the other steps' path)
 
 
 @dataclass
@@ -92,6 +94,7 @@ class BADSHparams:
     concat_label: bool = False  # weight network input [e_i, onehot(y_i)] (for noisy labels)
     bias_init: str = "logit_beta"  # logit_beta | zero
     weight_storage: str = "device"  # per_sample only: device | cpu | memmap
+    freeze_weights: bool = False  # φ never moves: every weight stays β (the bads_frozen control)
 
     def __post_init__(self) -> None:
         choices = {"noise": ("paper", "sgld", "none"), "bias_init": ("logit_beta", "zero")}
@@ -142,12 +145,14 @@ class BADS(Method):
         # θ's and the weight network's φ's noise: one normal draw over one flat buffer holding
         # both (per-sample logits get theirs row by row, in their lazy update)
         phi = self.w.parameters()
+        phi_std = 0.0 if hp.freeze_weights else self._noise_std(hp.lr_w)
         self.noise = Noise([(g["params"], self._noise_std(g["lr"]))
-                            for g in self.model_opt.param_groups]
-                           + [(phi, self._noise_std(hp.lr_w))])
+                            for g in self.model_opt.param_groups] + [(phi, phi_std)])
         if phi:
             self.w.storage_moved()
-        self._row_noise_std = 0.0 if phi else self._noise_std(hp.lr_w)
+        self._row_noise_std = 0.0 if phi else phi_std
+        self._diag_sums = dict.fromkeys(DIAGNOSTICS, 0.0)
+        self._diag_count = 0
 
     def _noise_std(self, lr: float) -> float:
         hp = self.hp
@@ -178,7 +183,7 @@ class BADS(Method):
 
     def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
         ctx, hp = self.ctx, self.hp
-        assert meta is not None, "BADS needs a meta batch"
+        meta = require_meta(meta, "bads")
         nb = len(train)
         out, emb = ctx.forward_features(torch.cat([train.x, meta.x]))
         losses = ctx.loss(out, torch.cat([train.y, meta.y]))
@@ -188,7 +193,10 @@ class BADS(Method):
             if head is not None and not direct:
                 head.copy_(w)
             s_hat = self.sum_estimate(w)
-            da, scale = self._logit_grads(w, losses[:nb], s_hat)
+            if not hp.freeze_weights:
+                da, scale = self._logit_grads(w, losses[:nb], s_hat)
+            if self.t % DIAGNOSTIC_EVERY == 0:
+                self._record_diagnostics(w, losses[:nb], s_hat)
             loss_train, loss_meta = torch.mv(self._averages(nb, losses), losses).unbind()
         self.model_opt.zero_grad(set_to_none=True)
         # ∇_θ U_θ (minus the Gaussian prior's λθ): U_θ's data terms are seed·(coef · l)
@@ -198,8 +206,9 @@ class BADS(Method):
                 params = [p for p in ctx.model.parameters() if p.grad is not None]
                 torch._foreach_add_([p.grad for p in params], params, alpha=hp.prior_precision)
             self.model_opt.step()
-            self.w.step_from(da, self._row_noise_std, scale)  # ∇_φ U_φ in closed form
-            self.noise.add_()  # θ's and φ's
+            if not hp.freeze_weights:
+                self.w.step_from(da, self._row_noise_std, scale)  # ∇_φ U_φ in closed form
+            self.noise.add_()  # θ's and φ's (φ's std is 0 when frozen)
         self.t += 1
         w_mean = self.recent[-1] if self.host_scalars else w.mean()  # mean_Bt w
         return {"loss_train": loss_train, "loss_meta": loss_meta, "w_mean": w_mean, "sum_w": s_hat}
@@ -221,6 +230,36 @@ class BADS(Method):
             return _sigmoid_backward(torch.add(loss_t, prior_grad / c), w), c
         # l + (prior_grad/c)·1 as a tensor-tensor add, cheaper than adding a wrapped scalar
         return _sigmoid_backward(torch.add(loss_t, ones, alpha=prior_grad / c), w), c
+
+    def _record_diagnostics(self, w: Tensor, loss_t: Tensor, s_hat: Tensor | float) -> None:
+        """Add this step's split of ∇_φ U_φ to the sums ``diagnostics`` averages: with
+        q_i = w_i(1 − w_i), the prior's part has ∂/∂a_i = q_i·(Ŝ − ⌊β·N_t⌋)/σ² and the data
+        term's q_i·ρ_w·(N_t/|Bt|)·l(z_i; θ); each is chained to φ (``ExampleWeights.grad_norm``).
+        Taken every DIAGNOSTIC_EVERY steps, after ``value`` and before φ's step."""
+        gap = float(s_hat) - self.target
+        q = w * (1 - w)
+        prior = self.w.grad_norm(q) * abs(gap) / self.hp.sigma**2
+        c = self.hp.rho_w * self.ctx.n_train / len(w)
+        data = self.w.grad_norm(q * loss_t) * abs(c)
+        sums = self._diag_sums
+        sums["grad_prior"] += prior
+        sums["grad_data"] += data
+        total = prior + data
+        sums["data_share"] += data / total if total > 0 else math.nan
+        sums["sum_gap"] += gap
+        self._diag_count += 1
+
+    def diagnostics(self) -> dict[str, float]:
+        """Averages since the last call, over the steps sampled every DIAGNOSTIC_EVERY:
+        ``grad_prior`` = ‖∇_φ (Ŝ − ⌊β·N_t⌋)²/(2σ²)‖, ``grad_data`` = ‖∇_φ ρ_w·N_t·mean_Bt(w·l)‖,
+        ``data_share`` = grad_data / (grad_prior + grad_data) per step, and ``sum_gap`` =
+        Ŝ − ⌊β·N_t⌋. With φ frozen they describe the gradient φ would have had."""
+        if not self._diag_count:
+            return {}
+        out = {k: v / self._diag_count for k, v in self._diag_sums.items()}
+        self._diag_sums = dict.fromkeys(DIAGNOSTICS, 0.0)
+        self._diag_count = 0
+        return out
 
     def _ones(self, like: Tensor) -> Tensor:
         """A vector of ones shaped like ``like``, made once while its size holds."""
@@ -258,3 +297,14 @@ class BADS(Method):
     def weights(self) -> Tensor:
         """w_i for every example of Dt under the current θ and φ."""
         return self.w.all()
+
+
+BADSPriorOnly = control(
+    BADS, "bads", "bads_prior_only", {"rho_w": 0.0},
+    "Control: BADS with ρ_w = 0, so only the sparsity prior moves φ (no data term in U_φ).",
+)
+BADSFrozen = control(
+    BADS, "bads", "bads_frozen", {"freeze_weights": True},
+    "Control: BADS with φ frozen at its start, every weight β: weighted training on Dt ∪ Dm.",
+    inert=("lr_w", "sigma", "rho_w", "w_optimizer", "s_avg"),
+)

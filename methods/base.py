@@ -44,11 +44,13 @@ class Pool:
     """The multiset training batches are drawn from: Dt[train] plus ``meta_copies`` copies of Dm.
 
     ``train=None`` means all of Dt; an empty tensor means none of it. The harness shuffles
-    the pool once per epoch and cuts it into batches.
+    the pool once per epoch and cuts it into batches of ``round(batch_scale · batch_size)``
+    (a method that filters each drawn batch, e.g. ClassAct's super-batch, asks for a larger one).
     """
 
     train: Tensor | None = None
     meta_copies: int = 0
+    batch_scale: float = 1.0
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Context:
     train_set / meta_set: all of Dt / Dm as one Batch each (on ``device``), for methods that
     need offline passes (scoring, exporting every example's weight); never sampled per step.
     generator: the method's own seeded RNG (on the CPU).
+    total_steps: the run's number of training steps, for methods with a schedule (None: unknown).
     """
 
     model: nn.Module
@@ -76,6 +79,7 @@ class Context:
     forward_features: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
     train_set: Batch | None = None
     meta_set: Batch | None = None
+    total_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.forward_features is None:
@@ -95,6 +99,31 @@ class NoHparams:
     """A method without hyperparameters."""
 
 
+class NonFiniteError(FloatingPointError):
+    """A method's meta loss, hypergradient or scores became non-finite (NaN or inf).
+
+    Methods raise it where a non-finite value would otherwise be absorbed silently (e.g. by a
+    top-k over scores); the harness records the run as ``diverged``, never as ``ok``."""
+
+
+def require_meta(meta: Batch | None, who: str) -> Batch:
+    """``meta`` itself; a clear error for a missing or empty meta batch (a mean over no examples
+    would be NaN, or, worse, a fallback that hides it)."""
+    if meta is None or len(meta) == 0:
+        raise ValueError(f"{who} needs a non-empty meta batch Bm from Dm, got "
+                         f"{'none' if meta is None else 'an empty one'}")
+    return meta
+
+
+def check_finite(value: Tensor, what: str) -> Tensor:
+    """``value`` itself, or NonFiniteError naming ``what`` when any entry is NaN or inf (this
+    reads the value on the host: use it off the per-step path, e.g. in ``prepare``)."""
+    if not bool(torch.isfinite(value).all()):
+        raise NonFiniteError(f"{what} became non-finite (NaN or inf); check Dm and the "
+                             "learning rates")
+    return value
+
+
 class Method(ABC):
     """Base class of every method. Subclasses set ``Hparams`` (a dataclass) and ``step``.
 
@@ -107,6 +136,13 @@ class Method(ABC):
     Hparams: ClassVar[type] = NoHparams
     uses_meta_batch: ClassVar[bool] = True
     search_space: ClassVar[dict[str, Dimension]] = {MODEL_LR: MODEL_LR_RANGE}
+    control_of: ClassVar[str | None] = None
+    """For a control (see :func:`control`): the registry name of the method it switches a
+    mechanism off in. Its scenario defaults are that method's."""
+    fixed: ClassVar[dict[str, Any]] = {}
+    """Hyperparameters a control pins (they cannot be set or searched)."""
+    inert: ClassVar[tuple[str, ...]] = ()
+    """Hyperparameters that change nothing in a control (not searched, not swept)."""
 
     def __init__(self, ctx: Context, hparams: Any | None = None) -> None:
         self.ctx = ctx
@@ -129,6 +165,19 @@ class Method(ABC):
         """Current weight w_i of every training example i in Dt (shape [N_t]), or None."""
         return None
 
+    @property
+    def weights_relative(self) -> bool:
+        """True when the weights are used normalised over each minibatch (w_i / Σ_{k∈Bt} w_k), so
+        that only their ratios matter and their absolute scale says nothing (blo; mwn's
+        class-imbalance form); the degenerate-weights test then ignores the scale."""
+        return False
+
+    def diagnostics(self) -> dict[str, float]:
+        """Scalars about what drives the weights, averaged since the last call (the harness logs
+        them at every evaluation, split ``weights``); none by default. BADS: the sizes of φ's
+        gradient from the prior and from the data term, and Ŝ − ⌊β·N_t⌋."""
+        return {}
+
 
 def count_of(fraction: float, n: int, ceil: bool = False) -> int:
     """⌊fraction·n⌋ (or ⌈fraction·n⌉), robust to rounding: 0.29·100 = 28.999999999999996 → 29."""
@@ -150,5 +199,41 @@ def over_chunks(model: nn.Module, fn: Callable[[Tensor, Tensor], Tensor], data: 
 
 
 def hparam_fields(cls: type[Method]) -> dict[str, Any]:
-    """Name -> default of a method's declared hyperparameters."""
-    return {f.name: getattr(cls.Hparams(), f.name) for f in dataclasses.fields(cls.Hparams)}
+    """Name -> default of a method's declared hyperparameters (a control's pinned values)."""
+    hp = cls.Hparams(**cls.fixed)
+    return {f.name: getattr(hp, f.name) for f in dataclasses.fields(cls.Hparams)}
+
+
+def control(base: type[Method], base_name: str, name: str, fixed: dict[str, Any], doc: str,
+            inert: tuple[str, ...] = (), uses_meta_batch: bool | None = None) -> type[Method]:
+    """A control of ``base``: the same method with one mechanism switched off by pinning the
+    hyperparameters ``fixed`` (e.g. BADS with ρ_w = 0). A control is a method of its own in the
+    registry, so sweeps and ``tune`` take it like any other; its scenario defaults are those of
+    ``base_name``, and its search space is the base's without the pinned names and without
+    ``inert`` (the names that no longer change anything, e.g. φ's learning rate once φ is frozen).
+    ``uses_meta_batch=False`` for a control that no longer reads Bm. A result of ``base`` counts
+    as selection only where it beats its controls on the same seeds (``dps-bench report``).
+    """
+    unknown = set(fixed) - {f.name for f in dataclasses.fields(base.Hparams)}
+    if unknown:
+        raise ValueError(f"control {name}: {base.__name__} has no hyperparameters {sorted(unknown)}")
+    dropped = set(fixed) | set(inert)
+    attrs: dict[str, Any] = {
+        "__doc__": doc, "__module__": base.__module__, "control_of": base_name,
+        "fixed": dict(fixed), "inert": tuple(inert),
+        "search_space": {k: v for k, v in base.search_space.items() if k not in dropped},
+    }
+    if uses_meta_batch is not None:
+        attrs["uses_meta_batch"] = uses_meta_batch
+    cls = type(name, (base,), attrs)
+    original_init = base.__init__
+
+    def __init__(self, ctx: Context, hparams: Any | None = None) -> None:
+        hp = hparams if hparams is not None else base.Hparams(**fixed)
+        wrong = {k: getattr(hp, k) for k, v in fixed.items() if getattr(hp, k) != v}
+        if wrong:
+            raise ValueError(f"{name} is {base_name} with {fixed}; it cannot run with {wrong}")
+        original_init(self, ctx, hp)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls

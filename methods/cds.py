@@ -6,11 +6,20 @@ on Dt, a copy of it is fine-tuned on Dm into θ_ft, and each training example ge
 
     s_i = l(z_i; θ_base) − l(z_i; θ_ft)    (= log p(z_i; θ_ft) − log p(z_i; θ_base) for NLL losses)
 
-high where the target-tuned model likes z_i better than the Dt model does. Online, each uniform
-minibatch Bt keeps its top-k examples by s_i with k = max(1, ⌈max(β, r_floor)·|Bt|⌉): the selection
-ratio β shared with BADS, floored at ``r_floor`` of the minibatch so that small β still trains on
-something. The model takes a plain step on the mean loss of the kept examples. ``weights()`` is
-the selection indicator over Dt: 1 for the ⌊β·N_t⌋ best-scored examples, 0 otherwise.
+high where the target-tuned model likes z_i better than the Dt model does. Online, Wang et al.
+anneal the kept fraction of each batch from 1 down to a floor over training (the BADS paper's
+hyperparameter table has a floor r_floor and a half-life for it); here the uniform minibatch Bt
+of step t (0-based) keeps its top k_t examples by s_i,
+
+    r_t = max(r_floor, 0.5^(t / H)),   k_t = max(1, ⌈r_t·|Bt|⌉),   H = half_life · T,
+
+with T the run's number of steps (``ctx.total_steps``), so the schedule has the same shape at any
+training length (our choice: neither paper's constants could be read here). The defaults, r_floor
+= 0.1 and half_life = 0.1, keep all of each batch at first, half of it after a tenth of training,
+and the floor's 10% from a third of training on (t ≥ log2(10)·H ≈ 0.33·T). ``half_life=0`` keeps
+r_floor from the first step (no annealing). The model takes a plain step on the mean loss of the
+kept examples. ``weights()`` is the selection indicator over Dt: 1 for the ⌊β·N_t⌋ best-scored
+examples (β the selection ratio shared with BADS), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -21,17 +30,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import Batch, Context, Method, count_of, over_chunks
+from .base import Batch, Context, Method, check_finite, count_of, over_chunks
 from .search import MODEL_LR, MODEL_LR_RANGE, Choice
 
 
 @dataclass
 class CDSHparams:
-    """beta: selection ratio; r_floor: least fraction of a minibatch kept; the scoring models
+    """beta: size of the exported selection, ⌊β·N_t⌋; r_floor: least fraction of a minibatch
+    kept; half_life: H as a fraction of the run's steps (0: no annealing); the scoring models
     train ``pretrain_steps`` on Dt and ``finetune_steps`` on Dm with the model optimiser."""
 
     beta: float = 0.05
     r_floor: float = 0.1
+    half_life: float = 0.1
     pretrain_steps: int = 1000
     finetune_steps: int = 200
     batch_size: int = 100
@@ -39,6 +50,8 @@ class CDSHparams:
     def __post_init__(self) -> None:
         check_selection(self.beta, self.r_floor, self.batch_size,
                         self.pretrain_steps, self.finetune_steps)
+        if self.half_life < 0:
+            raise ValueError(f"half_life must be >= 0, got {self.half_life}")
 
 
 def check_selection(beta: float, r_floor: float, batch_size: int, *step_counts: int) -> None:
@@ -69,13 +82,18 @@ class CDS(Method):
     """Select, within each minibatch, the examples a Dm-tuned model prefers over a Dt model."""
 
     Hparams = CDSHparams
-    search_space = {MODEL_LR: MODEL_LR_RANGE, "r_floor": Choice(0.0, 0.05, 0.1, 0.25, 0.5)}
+    search_space = {MODEL_LR: MODEL_LR_RANGE, "r_floor": Choice(0.0, 0.05, 0.1, 0.25, 0.5),
+                    "half_life": Choice(0.0, 0.05, 0.1, 0.25)}
     uses_meta_batch = False
 
     def __init__(self, ctx: Context, hparams: CDSHparams | None = None) -> None:
         super().__init__(ctx, hparams)
+        if self.hp.half_life > 0 and not ctx.total_steps:
+            raise ValueError("cds anneals its kept fraction over the run's steps: set "
+                             "ctx.total_steps, or half_life=0 for a constant r_floor")
         self.opt = ctx.make_optimizer(ctx.model.parameters())
         self.scores: Tensor | None = None
+        self.t = 0
 
     def prepare(self) -> None:
         ctx, hp = self.ctx, self.hp
@@ -83,7 +101,8 @@ class CDS(Method):
                           hp.batch_size)
         tuned = train_copy(copy.deepcopy(base), ctx, ctx.meta_set, hp.finetune_steps,
                            hp.batch_size)
-        self.set_scores(losses_of(base, ctx, ctx.train_set) - losses_of(tuned, ctx, ctx.train_set))
+        scores = losses_of(base, ctx, ctx.train_set) - losses_of(tuned, ctx, ctx.train_set)
+        self.set_scores(check_finite(scores, "cds's scores (the Dt and Dm-tuned models' losses)"))
 
     def set_scores(self, scores: Tensor) -> None:
         """Fix s_i for every example of Dt, and the global top ⌊β·N_t⌋ that weights() exports."""
@@ -91,20 +110,28 @@ class CDS(Method):
         self.selected = torch.zeros(self.ctx.n_train)
         self.selected[scores.topk(count_of(self.hp.beta, self.ctx.n_train)).indices.cpu()] = 1.0
 
+    def kept_fraction(self, t: int) -> float:
+        """r_t = max(r_floor, 0.5^(t / H)), H = half_life · T (r_floor when half_life is 0)."""
+        hp = self.hp
+        if hp.half_life == 0:
+            return hp.r_floor
+        return max(hp.r_floor, 0.5 ** (t / (hp.half_life * self.ctx.total_steps)))
+
     def keep(self, batch: Batch) -> Tensor:
-        """Positions in ``batch`` of its top-k examples by score."""
+        """Positions in ``batch`` of its top k_t examples by score, at the current step."""
         if self.scores is None:
             raise RuntimeError("cds.prepare() must run before the first step")
-        k = max(1, count_of(max(self.hp.beta, self.hp.r_floor), len(batch), ceil=True))
+        k = max(1, count_of(self.kept_fraction(self.t), len(batch), ceil=True))
         return self.scores[batch.index].topk(min(k, len(batch))).indices
 
-    def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
+    def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor | float]:
         top = self.keep(train)
         self.opt.zero_grad(set_to_none=True)
         loss = self.ctx.loss(self.ctx.model(train.x[top]), train.y[top]).mean()
         loss.backward()
         self.opt.step()
-        return {"loss": loss.detach()}
+        self.t += 1
+        return {"loss": loss.detach(), "kept_frac": len(top) / len(train)}
 
     def weights(self) -> Tensor | None:
         return None if self.scores is None else self.selected

@@ -1,26 +1,33 @@
-"""``classact``: the paper's ClassAct baseline, as a cross-fitted learnability score.
+"""``classact``: ClassAct, online active data selection by learnability (Evans, Pathak, Merzic,
+Schwarz, Tanno, Hénaff, 2024, "Bad Students Make Great Teachers: Active Learning Accelerates
+Large-Scale Visual Understanding"; the classification variant of their ActiveCLIP).
 
-The BADS paper lists ClassAct as "small proxy models trained on part of Dt give learnability
-scores to the rest"; its exact scoring rule could not be retrieved offline, so this file
-implements that description with the reducible-loss form of learnability (Mindermann et al.,
-2022, "Prioritized training on points that are learnable, worth learning, and not yet learnt"),
-using Dm as the holdout set. Offline (``prepare``, timed apart from the steps):
+A reference model θ_ref is trained on the curated data (here Dm: ``ref_steps`` steps of the model
+optimiser from the initial model, in ``prepare``, timed apart) and then frozen. At every step the
+harness draws a super-batch of |Bt|/keep examples (``Pool.batch_scale``), each is scored by its
+learnability under the current learner θ,
 
-- Dt is cut into F folds D_1..D_F by a seeded permutation. For each fold f a proxy θ_f (a copy
-  of the initial model, trained ``proxy_steps`` steps with the model optimiser: small in
-  compute, not in width, since methods never see the architecture) is trained on Dt \\ D_f.
-- A target proxy θ_m (a copy of the initial model) is trained ``meta_steps`` steps on Dm.
-- Each z_i ∈ D_f gets the learnability score
+    s_i = l(z_i; θ) − l(z_i; θ_ref),
 
-      s_i = l(z_i; θ_f) − l(z_i; θ_m),
+high for points the learner has not learnt yet but the reference finds easy (not yet learnt, and
+learnable and worth learning: a minority-class point in balancing; not a flipped label), and the
+learner takes its optimiser step on the mean loss of the kept ⌈keep·|super-batch|⌉ examples.
+Evans et al. keep 50% (a super-batch twice the learner's batch), the default here, so the learner
+steps on as many examples per step as the other methods. Selection (``selection``):
+- ``top`` (default): the kept examples are the top by s_i;
+- ``softmax``: they are sampled without replacement with probability ∝ exp(s_i) (Evans et al.'s
+  rule, by the Gumbel-top-k trick with the method's RNG).
 
-  high where the rest of Dt does not explain z_i (not learnt, e.g. a minority-class point) but
-  the target model does (learnable and worth learning, unlike a flipped label).
+Both scoring passes run without a graph and in eval mode (no batch-norm statistics move), so a
+step costs two forward passes over the super-batch on top of a training step over the kept
+examples, and the frozen reference model stays in memory: ClassAct is among the costliest methods
+per step, as in the BADS paper's Table 1. Choices where Evans et al. differ: they score with a
+small online model co-trained beside a large learner (the cost argument of their paper); here the
+learner is small and scores itself, as the BADS paper's description ("the example's loss under the
+current learner minus its loss under a reference model trained on Dm") has it.
 
-Online the selection is CDS's: each uniform minibatch keeps its top max(β, r_floor) by s_i, and
-``weights()`` is the indicator of the global top ⌊β·N_t⌋. It differs from ``cds`` in that no
-proxy has seen the point it scores (CDS's Dt model trains on every z_i it scores) and the target
-model is trained from the initial weights rather than fine-tuned from the Dt model.
+``weights()`` is the indicator of the ⌊β·N_t⌋ examples of Dt with the highest learnability under
+the current learner (β the selection ratio shared with BADS).
 """
 
 from __future__ import annotations
@@ -29,55 +36,94 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from .base import Batch
-from .cds import CDS, check_selection, losses_of, train_copy
+from .base import Batch, Context, Method, Pool, check_finite, count_of, over_chunks
+from .cds import losses_of, train_copy
+from .search import MODEL_LR, MODEL_LR_RANGE, Choice
 
 
 @dataclass
 class ClassActHparams:
-    """beta: selection ratio; r_floor: least fraction of a minibatch kept; folds: F proxies,
-    each trained ``proxy_steps`` on Dt minus its fold; the target proxy trains ``meta_steps``
-    on Dm."""
+    """keep: fraction of each super-batch trained on (its size is |Bt|/keep); selection: top |
+    softmax; ref_steps, batch_size: the reference model's training on Dm; beta: size of the
+    exported selection ⌊β·N_t⌋."""
 
-    beta: float = 0.05
-    r_floor: float = 0.1
-    folds: int = 2
-    proxy_steps: int = 500
-    meta_steps: int = 200
+    keep: float = 0.5
+    selection: str = "top"
+    ref_steps: int = 200
     batch_size: int = 100
+    beta: float = 0.05
 
     def __post_init__(self) -> None:
-        check_selection(self.beta, self.r_floor, self.batch_size, self.proxy_steps, self.meta_steps)
-        if self.folds < 2:
-            raise ValueError(f"folds must be at least 2 (each proxy holds one out), got {self.folds}")
+        if not 0 < self.keep <= 1 or not 0 < self.beta <= 1:
+            raise ValueError("keep and beta must lie in (0, 1]")
+        if self.selection not in ("top", "softmax"):
+            raise ValueError(f"selection must be top or softmax, got {self.selection!r}")
+        if self.ref_steps < 0 or self.batch_size < 1:
+            raise ValueError("ref_steps must be >= 0 and batch_size >= 1")
 
 
-class ClassAct(CDS):
-    """Select, within each minibatch, the examples of highest cross-fitted learnability.
-
-    The score is the loss under a proxy that never saw the example minus that under a Dm proxy;
-    the online step is CDS's."""
+class ClassAct(Method):
+    """Online learnability selection: the learner's loss minus a Dm-trained reference's loss,
+    on a super-batch every step; the learner trains on the top (or sampled) fraction."""
 
     Hparams = ClassActHparams
+    search_space = {MODEL_LR: MODEL_LR_RANGE, "keep": Choice(0.25, 0.5, 0.75)}
+    uses_meta_batch = False
+
+    def __init__(self, ctx: Context, hparams: ClassActHparams | None = None) -> None:
+        super().__init__(ctx, hparams)
+        self.opt = ctx.make_optimizer(ctx.model.parameters())
+        self.reference: torch.nn.Module | None = None
+
+    def pool(self) -> Pool:
+        return Pool(batch_scale=1.0 / self.hp.keep)
 
     def prepare(self) -> None:
         ctx, hp = self.ctx, self.hp
-        data = ctx.train_set
-        if hp.folds > len(data):
-            raise ValueError(f"folds={hp.folds} exceeds the {len(data)} training examples")
-        fold_of = torch.randperm(len(data), generator=ctx.generator) % hp.folds
-        fold_of = fold_of.to(data.x.device)
-        target = train_copy(copy.deepcopy(ctx.model), ctx, ctx.meta_set, hp.meta_steps,
-                            hp.batch_size)
-        scores = losses_of(target, ctx, data).neg_()
-        for f in range(hp.folds):
-            held, rest = (fold_of == f).nonzero().squeeze(1), (fold_of != f).nonzero().squeeze(1)
-            proxy = train_copy(copy.deepcopy(ctx.model), ctx, subset(data, rest),
-                               hp.proxy_steps, hp.batch_size)
-            scores[held] += losses_of(proxy, ctx, subset(data, held))
-        self.set_scores(scores)
+        reference = train_copy(copy.deepcopy(ctx.model), ctx, ctx.meta_set, hp.ref_steps,
+                               hp.batch_size)
+        reference.eval().requires_grad_(False)
+        check_finite(losses_of(reference, ctx, ctx.meta_set), "classact's reference model's loss on Dm")
+        self.reference = reference
 
+    @torch.no_grad()
+    def learnability(self, x: Tensor, y: Tensor) -> Tensor:
+        """s_i = l(z_i; θ) − l(z_i; θ_ref), both in eval mode, without a graph."""
+        if self.reference is None:
+            raise RuntimeError("classact.prepare() must run before the first step")
+        model, loss = self.ctx.model, self.ctx.loss
+        was_training = model.training
+        model.eval()
+        try:
+            return loss(model(x), y) - loss(self.reference(x), y)
+        finally:
+            model.train(was_training)
 
-def subset(data: Batch, rows: torch.Tensor) -> Batch:
-    return Batch(data.x[rows], data.y[rows], data.index[rows])
+    def select(self, scores: Tensor) -> Tensor:
+        """Positions of the kept ⌈keep·|B|⌉ examples: the top scores, or a sample without
+        replacement ∝ exp(s_i) (Gumbel-top-k)."""
+        k = min(len(scores), max(1, count_of(self.hp.keep, len(scores), ceil=True)))
+        if self.hp.selection == "softmax":
+            u = torch.rand(len(scores), generator=self.ctx.generator).to(scores)
+            scores = scores - torch.log(-torch.log(u.clamp_min(1e-20)))
+        return scores.topk(k).indices
+
+    def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
+        scores = self.learnability(train.x, train.y)
+        kept = self.select(scores)
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.ctx.loss(self.ctx.model(train.x[kept]), train.y[kept]).mean()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach(), "learnability": scores.mean(),
+                "learnability_kept": scores[kept].mean()}
+
+    def weights(self) -> Tensor | None:
+        if self.reference is None:
+            return None
+        scores = over_chunks(self.ctx.model, self.learnability, self.ctx.train_set)
+        selected = torch.zeros(self.ctx.n_train)
+        selected[scores.topk(count_of(self.hp.beta, self.ctx.n_train)).indices.cpu()] = 1.0
+        return selected

@@ -12,6 +12,7 @@ Two parameterisations of φ:
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
@@ -104,9 +105,12 @@ class ExampleWeights:
         if kind == "net":
             in_dim = embedding_dim(ctx) + (ctx.num_classes if concat_label else 0)
             # φ = [v, b], the linear weight network a_i = vᵀe_i + b = [e_i, 1]·φ as one flat
-            # tensor (v initialised as nn.Linear does, b = init_logit)
-            v = nn.Linear(in_dim, 1).weight.detach().reshape(-1)
-            self.phi = torch.cat([v, torch.tensor([init_logit])]).to(ctx.device).requires_grad_()
+            # tensor, starting at v = 0 and b = init_logit: every initial weight is exactly
+            # sigmoid(init_logit) (β for BADS), whatever the embedding; v's gradient
+            # Σ_i ∂U/∂a_i·e_i is not symmetric in i, so nothing is stuck at this start
+            phi = torch.zeros(in_dim + 1, dtype=torch.get_default_dtype())
+            phi[-1] = init_logit
+            self.phi = phi.to(ctx.device).requires_grad_()
             self.opt = make_weight_optimizer([self.phi], optimizer, lr)
             self.table = None
             self._input: Tensor | None = None
@@ -124,6 +128,29 @@ class ExampleWeights:
         """φ as tensors: [v, b] of the weight network; none for per-sample logits (their rows
         are stepped lazily, with their own noise)."""
         return [self.phi] if self.phi is not None else []
+
+    def grad_inputs(self) -> list[Tensor]:
+        """The leaves a backward pass through the last ``__call__`` should reach: φ = [v, b], or
+        the gathered rows of per-sample logits (``backward(inputs=...)``, so that no gradient
+        is computed for anything else, e.g. the look-ahead's copy of θ)."""
+        if self.phi is not None:
+            return [self.phi]
+        return [self._rows[1]]
+
+    @torch.no_grad()
+    def grad_norm_of_last_backward(self) -> float:
+        """‖∇_φ‖ left by the last backward pass into ``grad_inputs()`` (0 if none reached φ)."""
+        (leaf,) = self.grad_inputs()
+        return float(leaf.grad.norm()) if leaf.grad is not None else 0.0
+
+    @torch.no_grad()
+    def grad_norm(self, da: Tensor) -> float:
+        """‖∇_φ U‖ for ∂U/∂a_i = da_i on the batch of the last ``value`` call (before
+        ``step_from``): ‖Σ_i da_i·[e_i, 1]‖ for the weight network, ‖da‖ for per-sample logits."""
+        if self.phi is None:
+            return float(da.norm())
+        grad_v = torch.mv(self._input.t(), da)
+        return math.hypot(float(grad_v.norm()), float(da.sum()))
 
     def storage_moved(self) -> None:
         """(Re)make the graph-free views of φ = [v, b] and of its gradient buffer; call this after

@@ -310,3 +310,101 @@ def test_bads_favours_the_minority_and_beats_train_only_on_balancing(tmp_path, s
     weights = pd.read_csv(out / "weights" / f"{runs.loc['bads', 'run_id']}.csv")
     means = weights.groupby("group").weight.mean()
     assert means["minority"] > means["majority"]
+
+
+def split_closed_form(method: BADS, ctx: Context, bt: Batch):
+    """∇_φ U_φ's two parts by hand: the prior's Σ_i q_i·(Ŝ − K)/σ²·[x_i, 1] and the data term's
+    Σ_i q_i·ρ_w·(N_t/|Bt|)·l_i·[x_i, 1], q_i = w_i(1 − w_i), for the logistic model."""
+    hp = method.hp
+    a, b = ctx.model.head.weight.detach()[0], ctx.model.head.bias.detach()[0]
+    u, c = method.w.phi.detach()[:-1], method.w.phi.detach()[-1]
+    s = torch.sigmoid(bt.x @ a + b)
+    loss = -(bt.y * torch.log(s) + (1 - bt.y) * torch.log(1 - s))
+    w = torch.sigmoid(bt.x @ u + c)
+    q = w * (1 - w)
+    xt = torch.cat([bt.x, torch.ones(len(bt), 1)], 1)
+    gap = float(w.sum() + (ctx.n_train - len(bt)) * w.mean()) - math.floor(hp.beta * ctx.n_train)
+    prior = (q * gap / hp.sigma**2)[:, None].mul(xt).sum(0)
+    data = (q * hp.rho_w * ctx.n_train / len(bt) * loss)[:, None].mul(xt).sum(0)
+    return prior, data, gap
+
+
+def batches(ctx, k=0):
+    rows = torch.arange(8 * k, 8 * k + 8) % ctx.n_train
+    return (Batch(ctx.train_set.x[rows], ctx.train_set.y[rows], rows),
+            Batch(ctx.meta_set.x[:4], ctx.meta_set.y[:4], torch.arange(4)))
+
+
+def test_gradient_split_log_matches_the_hand_computed_parts():
+    hp = BADSHparams(beta=0.25, sigma=2.0, rho_w=0.7, lr_w=0.05, w_optimizer="sgd", noise="none")
+    method, ctx = make_bads(hp)
+    with torch.no_grad():
+        method.w.phi[:-1] = torch.tensor([0.4, -0.3])  # a weight network that discriminates
+    bt, bm = batches(ctx)
+    prior, data, gap = split_closed_form(method, ctx, bt)
+    phi0 = method.w.phi.detach().clone()
+    method.step(bt, bm)
+    torch.testing.assert_close(phi0 - method.w.phi.detach(), 0.05 * (prior + data))  # the sum
+    logs = method.diagnostics()  # step 0 is sampled
+    assert logs["grad_prior"] == pytest.approx(float(prior.norm()), rel=1e-10)
+    assert logs["grad_data"] == pytest.approx(float(data.norm()), rel=1e-10)
+    share = float(data.norm() / (data.norm() + prior.norm()))
+    assert logs["data_share"] == pytest.approx(share, rel=1e-10) and 0.05 < share < 0.95
+    assert logs["sum_gap"] == pytest.approx(gap, rel=1e-10)
+    assert method.diagnostics() == {}  # averaged since the last call: nothing new yet
+    for k in range(1, 12):  # samples again at step 10 only
+        method.step(*batches(ctx, k))
+    assert set(method.diagnostics()) == {"grad_prior", "grad_data", "data_share", "sum_gap"}
+
+
+def test_prior_only_control_moves_phi_by_the_prior_alone():
+    from methods.bads import BADSPriorOnly
+
+    hp = BADSHparams(beta=0.25, sigma=2.0, rho_w=0.0, lr_w=0.05, w_optimizer="sgd", noise="none")
+    _, ctx2 = make_bads(hp)
+    control = BADSPriorOnly(ctx2, hp)
+    with torch.no_grad():
+        control.w.phi[:-1] = torch.tensor([0.4, -0.3])
+    bt, bm = batches(ctx2)
+    prior, _, _ = split_closed_form(control, ctx2, bt)
+    phi0 = control.w.phi.detach().clone()
+    control.step(bt, bm)
+    torch.testing.assert_close(phi0 - control.w.phi.detach(), 0.05 * prior)
+    assert control.diagnostics()["grad_data"] == 0.0
+    with pytest.raises(ValueError, match="bads_prior_only is bads"):
+        BADSPriorOnly(ctx2, BADSHparams(beta=0.25))  # ρ_w = 1 is not the control
+
+
+def test_frozen_control_keeps_every_weight_at_beta_and_trains_on_fixed_weights():
+    from methods.bads import BADSFrozen
+
+    hp = BADSHparams(beta=0.25, sigma=2.0, lr_w=0.05, noise="none", freeze_weights=True)
+    _, ctx = make_bads(hp)
+    method = BADSFrozen(ctx, hp)
+    phi0 = method.w.phi.detach().clone()
+    assert torch.equal(method.weights(), torch.full((ctx.n_train,), 0.25, dtype=method.weights().dtype))
+    for k in range(5):
+        bt, bm = batches(ctx, k)
+        theta0 = torch.cat([ctx.model.head.weight[0], ctx.model.head.bias]).detach().clone()
+        g_theta, _ = closed_form(method, ctx, bt, bm)  # with w = β for every i
+        method.step(bt, bm)
+        theta1 = torch.cat([ctx.model.head.weight[0], ctx.model.head.bias]).detach()
+        torch.testing.assert_close(theta0 - theta1, 0.5 * g_theta, rtol=1e-10, atol=1e-12)
+    assert torch.equal(method.w.phi.detach(), phi0)
+    assert torch.allclose(method.weights(), torch.tensor(0.25, dtype=torch.float64))
+
+
+def test_controls_take_their_methods_scenario_defaults_and_cannot_be_unpinned():
+    from benchmarks.config import resolve_hparams
+    from benchmarks.errors import ConfigError
+    from benchmarks.scenarios import get_scenario
+
+    scenario = get_scenario("balancing")
+    full = resolve_hparams(scenario, "bads", {}, "quick", "mnist1d")
+    for name, pinned in (("bads_prior_only", {"rho_w": 0.0}),
+                         ("bads_frozen", {"freeze_weights": True})):
+        hp = resolve_hparams(scenario, name, {}, "quick", "mnist1d")
+        assert {**vars(full), **pinned} == vars(hp)  # lr_theta 7e-4, β 0.005, ... as for bads
+        key = next(iter(pinned))
+        with pytest.raises(ConfigError, match="cannot be set"):
+            resolve_hparams(scenario, name, {key: not pinned[key]}, "quick", "mnist1d")

@@ -110,21 +110,45 @@ def test_l2rw_puts_more_weight_on_the_clean_half_of_a_flipped_batch():
     x, y = ctx.train_set.x, ctx.train_set.y.clone()
     y[20:] = 1 - y[20:]  # flip the second half
     method = get_method("l2rw")(ctx)
-    w = method.batch_weights(Batch(x, y, torch.arange(40)), ctx.meta_set)
+    w, clipped = method.batch_weights(Batch(x, y, torch.arange(40)), ctx.meta_set)
     assert w.sum() == pytest.approx(1.0)
     assert w[:20].sum() > 3 * w[20:].sum()
+    assert torch.equal(clipped, w == 0) and clipped[20:].float().mean() > 0.5
 
 
-def test_l2rw_falls_back_to_uniform_weights_when_all_are_clipped():
+def all_clipped_batch(ctx):
+    """One input, label 1 in Bt and 0 in Bm: (σ − 1)·σ < 0, so every example's gradient opposes
+    the meta gradient and every −g_i is clipped to 0."""
+    x = ctx.train_set.x[:1].repeat(5, 1)
+    return Batch(x, torch.ones(5), torch.arange(5)), Batch(x, torch.zeros(5), torch.arange(5))
+
+
+def test_l2rw_batch_whose_every_weight_clips_leaves_theta_unchanged():
+    """Ren et al.'s rule (w / (Σw + [Σw = 0])): the batch contributes no update; the logs say so."""
+    model = Net()
+    ctx = make_ctx(model)  # plain SGD, no momentum or weight decay: a zero gradient moves nothing
+    method = get_method("l2rw")(ctx)
+    train, meta = all_clipped_batch(ctx)
+    w, clipped = method.batch_weights(train, meta)
+    assert (w == 0).all() and clipped.all()
+    before = [p.detach().clone() for p in model.parameters()]
+    logs = method.step(train, meta)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert float(logs["clipped_frac"]) == 1.0 and float(logs["all_clipped"]) == 1.0
+    assert (method.weights()[:5] == 0).all()
+
+
+def test_l2rw_uniform_fallback_is_an_option():
     model = Net()
     ctx = make_ctx(model)
-    method = get_method("l2rw")(ctx)
-    # one input, label 1 in Bt and 0 in Bm: (σ − 1)·σ < 0, so every example's gradient opposes
-    # the meta gradient, every −g_i is clipped to 0, and the fallback gives 1/|Bt| each
-    x = ctx.train_set.x[:1].repeat(5, 1)
-    train = Batch(x, torch.ones(5), torch.arange(5))
-    w = method.batch_weights(train, Batch(x, torch.zeros(5), torch.arange(5)))
-    assert (w == w[0]).all() and w.sum() == pytest.approx(1.0)
+    cls = get_method("l2rw")
+    method = cls(ctx, cls.Hparams(all_clipped="uniform"))
+    train, meta = all_clipped_batch(ctx)
+    w, clipped = method.batch_weights(train, meta)
+    assert clipped.all() and (w == w[0]).all() and w.sum() == pytest.approx(1.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert float(method.step(train, meta)["clipped_frac"]) == 1.0  # counted before the fallback
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_blo_memory_grows_with_the_number_of_inner_steps():
@@ -154,3 +178,108 @@ def test_every_method_exports_one_weight_per_training_example(name):
     assert torch.isfinite(seen).all() and (seen >= 0).all()
     if name == "l2rw":
         assert torch.isnan(w[8:]).all()  # never drawn: no weight yet
+
+
+def hand_written_mwn_step(model, vnet, ctx, train, meta, alpha, lr, lr_v, normalize, detach):
+    """One Meta-Weight-Net step written out with autograd, as in the authors' scripts:
+    look-ahead θ' = θ − α∇_θ Σ ω_i l_i (ω = w/Σw unless Σw = 0, or w/|B|), ψ ← ψ − lr_v∇_ψ
+    mean_j l_j(θ'), then θ ← θ − lr∇_θ Σ ω_i(ψ_new) l_i with the new weights fixed."""
+    from torch.func import functional_call
+
+    def omega(w):
+        if normalize:
+            return w / w.sum() if w.sum() != 0 else w
+        return w / len(w)
+
+    theta = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    psi = [p.detach().clone().requires_grad_(True) for p in vnet.parameters()]
+    names = [n for n, _ in vnet.named_parameters()]
+
+    def v(losses):  # V(l; ψ) = sigmoid(MLP(l)), with ψ as given
+        return functional_call(vnet, dict(zip(names, psi, strict=True)), (losses,))
+
+    losses = ctx.loss(functional_call(model, theta, (train.x,)), train.y)
+    inner = (omega(v(losses.detach() if detach else losses)) * losses).sum()
+    grads = torch.autograd.grad(inner, list(theta.values()), create_graph=True)
+    fast = {n: p - alpha * g for (n, p), g in zip(theta.items(), grads, strict=True)}
+    meta_loss = ctx.loss(functional_call(model, fast, (meta.x,)), meta.y).mean()
+    psi_grads = torch.autograd.grad(meta_loss, psi)
+    psi_new = [p.detach() - lr_v * g for p, g in zip(psi, psi_grads, strict=True)]
+    psi = [p.requires_grad_(False) for p in psi_new]
+    theta0 = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    losses = ctx.loss(functional_call(model, theta0, (train.x,)), train.y)
+    with torch.no_grad():
+        w = omega(v(losses.detach()))
+    g = torch.autograd.grad((w * losses).sum(), list(theta0.values()))
+    theta_new = [p.detach() - lr * gi for p, gi in zip(theta0.values(), g, strict=True)]
+    return psi_new, theta_new
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("form", ["imbalance", "noisy"])
+def test_mwn_takes_the_hand_written_step_in_both_forms(backend, form):
+    normalize, detach = (True, False) if form == "imbalance" else (False, True)
+    torch.manual_seed(0)
+    model = Net()
+    ctx = make_ctx(model, n_train=16, n_meta=8, lr=0.5)
+    cls = get_method("mwn")
+    method = cls(ctx, cls.Hparams(normalize=normalize, detach_input=detach, v_optimizer="sgd",
+                                  lr_v=0.3, v_weight_decay=0.0, backend=backend))
+    train, meta = ctx.train_set, ctx.meta_set
+    psi_expected, theta_expected = hand_written_mwn_step(
+        model, method.vnet, ctx, train, meta, alpha=0.5, lr=0.5, lr_v=0.3,
+        normalize=normalize, detach=detach)
+    method.step(train, meta)
+    for a, b in zip(method.vnet.parameters(), psi_expected, strict=True):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-9, atol=1e-12)
+    for a, b in zip(model.parameters(), theta_expected, strict=True):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-9, atol=1e-12)
+    assert method.weights_relative is normalize
+
+
+def test_mwn_forms_differ_and_balancing_uses_the_class_imbalance_script():
+    from benchmarks.config import resolve_hparams
+    from benchmarks.scenarios import get_scenario
+
+    hp = resolve_hparams(get_scenario("balancing"), "mwn", {}, "paper", "mnist")
+    assert (hp.normalize, hp.detach_input, hp.v_optimizer, hp.lr_v, hp.v_momentum, hp.v_nesterov,
+            hp.v_weight_decay) == (True, False, "sgd", 1e-5, 0.9, True, 5e-4)
+    default = get_method("mwn").Hparams()  # the noisy-label script, MW-Net.py
+    assert (default.normalize, default.v_optimizer, default.lr_v, default.v_weight_decay) == \
+        (False, "adam", 1e-3, 1e-4)
+    results = []
+    for normalize in (False, True):
+        torch.manual_seed(0)
+        model = Net()
+        ctx = make_ctx(model)
+        method = get_method("mwn")(ctx, get_method("mwn").Hparams(normalize=normalize))
+        method.step(ctx.train_set, ctx.meta_set)
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert not torch.allclose(results[0], results[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["blo", "mwn"])
+def test_hypergradient_reaches_only_the_weight_parameters(name, backend):
+    """The meta loss's backward pass fills the weight parameters' gradient and nothing else: the
+    look-ahead's copy of θ and the model get none (the step's former waste), and the φ (ψ)
+    gradient equals that of a full backward (``test_mwn_takes_the_hand_written_step...``)."""
+    torch.manual_seed(0)
+    model = Net()
+    ctx = make_ctx(model)
+    cls = get_method(name)
+    method = cls(ctx, cls.Hparams(backend=backend))
+    leaves = [method.w.phi] if name == "blo" else list(method.vnet.parameters())
+    seen: list[torch.Tensor] = []
+    original = torch.Tensor.backward
+
+    def spy(loss, *args, inputs=None, **kwargs):
+        seen.append(inputs)
+        return original(loss, *args, inputs=inputs, **kwargs)
+
+    torch.Tensor.backward = spy
+    try:
+        method.step(ctx.train_set, ctx.meta_set)
+    finally:
+        torch.Tensor.backward = original
+    assert seen[0] is not None and {id(t) for t in seen[0]} == {id(t) for t in leaves}

@@ -156,7 +156,8 @@ def test_weights_are_exported_with_groups(digits, extra_methods):
     assert set(w.group) == {"minority", "majority"}
     assert w.weight.iloc[-1] == pytest.approx(1.0)
     rows = out.curves[out.curves.split == "weights"]
-    assert set(rows.metric_name) == {"mean_weight:minority", "mean_weight:majority", "ess", "spread"}
+    assert set(rows.metric_name) == {"mean_weight:minority", "mean_weight:majority", "ess", "spread",
+                                     "max", "auroc"}
     last = rows[rows.step == rows.step.max()].set_index("metric_name")["value"]
     v = w.weight.to_numpy()  # 0, 1/89, ..., 1: ESS = (Σw)²/Σw² = 3N/4 + O(1)
     assert last["ess"] == pytest.approx(v.sum() ** 2 / (v**2).sum())

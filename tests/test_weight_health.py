@@ -40,6 +40,36 @@ def test_all_weights_near_zero_are_collapsed():
     assert status(torch.zeros(N)) == "collapsed"
 
 
+def test_normalised_weights_are_judged_without_their_scale():
+    """blo trains with w_i / Σ_{k∈Bt} w_k: raw weights of 1e-12 that rank the minority first are
+    no collapse; the same vector used at its absolute scale (BADS) would carry nothing."""
+    w = separated(minority=3e-12, majority=1e-14)
+    assert status(w) == "collapsed"
+    assert weights_status(weight_stats(w), TARGET, relative=True) == "ok"
+    scaled = weight_stats(w * 1e12)
+    assert weight_stats(w)["ess"] == pytest.approx(scaled["ess"])  # the ESS is scale-free
+    few = torch.zeros(N)
+    few[:2] = 1e-12  # on a handful of points: collapsed at any scale
+    assert weights_status(weight_stats(few), TARGET, relative=True) == "collapsed"
+    even = torch.full((N,), 1e-12)  # all alike: uniform at any scale
+    assert weights_status(weight_stats(even), TARGET, relative=True) == "uniform"
+
+
+def test_auroc_measures_group_separation_scale_free():
+    groups = torch.ones(N, dtype=torch.long)
+    groups[:TARGET] = 0  # the favoured group
+    assert weight_stats(separated(), groups)["auroc"] == 1.0
+    assert weight_stats(separated(1e-14, 3e-12), groups)["auroc"] == 0.0  # reversed
+    assert weight_stats(torch.full((N,), 0.3), groups)["auroc"] == 0.5  # ties count ½
+    w = torch.rand(N, generator=torch.Generator().manual_seed(0))
+    w[:TARGET] = w[:TARGET] * 1e9  # far above any majority weight except none: perfect
+    assert weight_stats(w, groups)["auroc"] == 1.0
+    assert weight_stats(w * 1e-20, groups)["auroc"] == 1.0
+    w[0] = math.nan  # examples without a weight drop out of both groups
+    assert weight_stats(w, groups)["auroc"] == 1.0
+    assert math.isnan(weight_stats(separated(), torch.ones(N, dtype=torch.long))["auroc"])
+
+
 def test_weight_on_a_handful_of_points_is_collapsed():
     w = torch.zeros(N)
     w[:2] = 0.9  # ESS = 2, far below ⌊β·N_t⌋ = 25

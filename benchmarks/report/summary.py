@@ -30,6 +30,54 @@ def final_group_weights(curves: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns=lambda c: "w:" + c.split(":", 1)[-1])
 
 
+def val_score(curves: pd.DataFrame, window: int = 3) -> pd.Series:
+    """Per run_id, the mean validation metric over its last ``window`` evaluations (the score
+    ``dps-bench tune`` ranks configurations by)."""
+    val = curves[curves["split"] == "val"].sort_values("step")
+    return val.groupby("run_id")["value"].apply(lambda v: v.tail(window).mean()).rename("val_score")
+
+
+def weight_drivers(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per run_id, from the ``weights`` split: ``auroc`` at the last evaluation (how well the
+    final weights separate the favoured group), ``data_share`` (median over evaluations of the
+    data term's share of φ's gradient) and ``data/prior`` (median over evaluations of
+    grad_data / grad_prior), where logged."""
+    w = curves[curves["split"] == "weights"]
+    out = pd.DataFrame(index=pd.Index(w["run_id"].unique(), name="run_id"))
+    if w.empty:
+        return out
+    table = w.pivot_table(index=["run_id", "step"], columns="metric_name", values="value")
+    if "auroc" in table:
+        last = table["auroc"].dropna().groupby(level="run_id").last()
+        out["auroc"] = last
+    if "data_share" in table:
+        out["data_share"] = table["data_share"].groupby(level="run_id").median()
+    if {"grad_data", "grad_prior"} <= set(table.columns):
+        out["data/prior"] = (table["grad_data"] / table["grad_prior"]).groupby(level="run_id").median()
+    return out
+
+
+def varying_params(runs: pd.DataFrame) -> pd.Series:
+    """Per run, ``name=value`` of the settings and hyperparameters that differ between the
+    configurations of the same method in ``runs`` (a sweep's axes), so rows can be told apart."""
+    flat = runs["config_json"].map(_flat_config)
+    out = pd.Series("", index=runs.index, dtype=object)
+    for _, idx in runs.groupby("method").groups.items():
+        configs = flat.loc[idx]
+        keys = sorted({k for c in configs for k in c})
+        varying = [k for k in keys
+                   if k not in ("seed", "meta_per_class") and len({repr(c.get(k)) for c in configs}) > 1]
+        out.loc[idx] = [" ".join(f"{k}={c.get(k)!r}" if isinstance(c.get(k), str)
+                                 else f"{k}={c.get(k):g}" if isinstance(c.get(k), float)
+                                 else f"{k}={c.get(k)}" for k in varying) for c in configs]
+    return out
+
+
+def _flat_config(config_json: str) -> dict:
+    config = json.loads(config_json)
+    return {"seed": config.get("seed"), **config.get("settings", {}), **config.get("hparams", {})}
+
+
 def selected_metric(curves: pd.DataFrame) -> pd.Series:
     """Per run_id, the test metric at the evaluation with the best validation metric (the latest
     such evaluation on ties): checkpoint selection on the validation split, never on test."""
@@ -56,14 +104,23 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     """One row per configuration (scenario, source, profile, method, meta_per_class and every
     other setting and hyperparameter, shown as the ``config`` hash) over the ok runs.
 
-    Columns: n (seeds), final_mean, final_std, selected_mean (the test metric at each run's
-    evaluation with the best validation metric), time_ms (median over seeds), peak_mb (max over
-    seeds), time_x and mem_x (time_ms and peak_mb over those of ``train_only`` on the same
-    scenario, source, profile and meta_per_class, when it ran), n_bad (runs that diverged or
-    failed), weights (the runs' ``weights_status`` counts, e.g. ``collapsed 2/3, ok 1/3``),
+    Columns: params (the settings and hyperparameters in which this configuration differs from
+    the method's others in the table, e.g. a sweep's sigma=1 lr_w=0.01), n (seeds), final_mean,
+    final_std, selected_mean (the test metric at each run's evaluation with the best validation
+    metric), val_mean (the validation metric over the last 3 evaluations, ``tune``'s score),
+    time_ms (median over seeds), peak_mb (max over seeds), time_x and mem_x (time_ms and peak_mb
+    over those of ``train_only`` on the same scenario, source, profile and meta_per_class, when
+    it ran), weights (the runs' ``weights_status`` counts, e.g. ``collapsed 2/3, ok 1/3``),
     n_degenerate (runs whose weights ended collapsed or uniform: not DPS successes) and, given
-    the curves, w:<group> (mean over seeds of each group's mean weight at the last evaluation).
+    the curves, w:<group> (mean over seeds of each group's mean weight at the last evaluation),
+    auroc (mean over seeds of the final weights' separation of the favoured group), data_share
+    and data/prior (BADS: the data term's share of φ's gradient, and its ratio to the prior's,
+    medians over evaluations, mean and median over seeds), selection and vs_controls (for a
+    method whose controls ran in the same block: see ``controls.compare_with_controls``), and
+    n_bad (runs that diverged or failed).
     """
+    from .controls import compare_with_controls
+
     runs = runs.copy()
     if "weights_status" not in runs.columns:
         runs["weights_status"] = ""
@@ -71,30 +128,39 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
         settings = runs["config_json"].map(lambda c: json.loads(c)["settings"])
         runs["meta_per_class"] = settings.map(lambda s: s.get("meta_per_class"))
         runs["config"] = runs["config_json"].map(config_id)
+        runs["params"] = varying_params(runs)
     if curves is not None and len(runs):
         runs = runs.join(selected_metric(curves), on="run_id")
+        runs = runs.join(val_score(curves), on="run_id")
         runs = runs.join(final_group_weights(curves), on="run_id")
-    if "selected_metric" not in runs.columns:
-        runs["selected_metric"] = float("nan")
+        runs = runs.join(weight_drivers(curves), on="run_id")
+    for column in ("selected_metric", "val_score"):
+        if column not in runs.columns:
+            runs[column] = float("nan")
     if runs.empty:
-        return pd.DataFrame(columns=KEYS + ["n", "final_mean", "final_std", "selected_mean",
-                                            "time_ms", "peak_mb", "time_x", "mem_x", "n_bad",
-                                            "weights", "n_degenerate"])
+        return pd.DataFrame(columns=KEYS + ["params", "n", "final_mean", "final_std",
+                                            "selected_mean", "val_mean", "time_ms", "peak_mb",
+                                            "time_x", "mem_x", "n_bad", "weights", "n_degenerate"])
     ok = runs[runs["status"] == "ok"]
-    weight_cols = {c: (c, "mean") for c in runs.columns if c.startswith("w:")}
+    extra = {c: (c, "mean") for c in runs.columns if c.startswith("w:")}
+    extra.update({c: (c, "mean") for c in ("auroc", "data_share") if c in runs.columns})
+    if "data/prior" in runs.columns:
+        extra["data/prior"] = ("data/prior", "median")
     table = ok.groupby(KEYS, sort=False, dropna=False).agg(
-        metric=("metric_name", "first"), n=("seed", "count"),
+        params=("params", "first"), metric=("metric_name", "first"), n=("seed", "count"),
         final_mean=("final_metric", "mean"), final_std=("final_metric", "std"),
-        selected_mean=("selected_metric", "mean"), time_ms=("time_per_step_ms", "median"),
-        peak_mb=("peak_mem_mb", "max"),
+        selected_mean=("selected_metric", "mean"), val_mean=("val_score", "mean"),
+        time_ms=("time_per_step_ms", "median"), peak_mb=("peak_mem_mb", "max"),
         weights=("weights_status", weights_summary),
         n_degenerate=("weights_status", lambda s: int(s.isin(DEGENERATE).sum())),
-        **weight_cols,
+        **extra,
     )
     bad = runs[runs["status"] != "ok"].groupby(KEYS, sort=False, dropna=False).size().rename("n_bad")
     table = table.join(bad, how="outer").fillna({"n_bad": 0, "n": 0, "n_degenerate": 0})
     table = table.astype({"n": int, "n_bad": int, "n_degenerate": int}).reset_index()
     table["weights"] = table["weights"].fillna("")
+    table["params"] = table["params"].fillna("")
+    table = compare_with_controls(table, ok)
     return _relative_to_train_only(table)
 
 

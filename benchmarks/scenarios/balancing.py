@@ -84,7 +84,15 @@ class Balancing(Scenario):
     method_defaults = {"beta": 0.005}
     # digits: N_t ≈ 90, so β = 0.005 would keep ⌊0.45⌋ = 0 points; keep as many as the minority
     source_method_defaults = {"digits": {"beta": 0.025}}
-    method_settings = {"bads": {"lr_w": 1e-3}}  # the paper's weight-network lr for balancing
+    method_settings = {
+        "bads": {"lr_w": 1e-3},  # the paper's weight-network lr for balancing
+        # Meta-Weight-Net's class-imbalance script (xjtushujun/Meta-weight-net_class-imbalance,
+        # meta-weight-net-class-imbalance.py): weights normalised by their minibatch sum, V fed
+        # the undetached loss in the look-ahead, SGD on V with lr 1e-5, momentum 0.9, Nesterov,
+        # weight decay 5e-4 (see methods/mwn.py)
+        "mwn": {"normalize": True, "detach_input": False, "v_optimizer": "sgd", "lr_v": 1e-5,
+                "v_momentum": 0.9, "v_nesterov": True, "v_weight_decay": 5e-4},
+    }
     # BADS's θ objective sums over Dt and Dm (N_t·mean(w·l) + N_m·mean(l), about 75x a mean loss
     # at β = 0.005 and 25 per class), so the quick profile's lr 0.05 for mean losses becomes
     # 0.05 / 75 ≈ 7e-4 for BADS; the paper profile keeps the paper's 1e-3.

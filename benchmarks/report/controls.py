@@ -1,0 +1,85 @@
+"""Does a method beat its controls? The rule that a result counts as selection.
+
+A control is the same method with its selection mechanism switched off (``methods.base.control``:
+``bads_prior_only`` has no data term in U_φ, ``bads_frozen`` keeps every weight at β,
+``blo_frozen`` keeps the weights equal). A row of a method with registered controls counts as
+selection only if, on the seeds both ran, its final test metric beats every control that ran in
+the same block (scenario, source, profile, Dm size): the paired mean difference over the common
+seeds is positive. With several configurations of a control in the block (a sweep), the one that
+matches the row in every setting and in every hyperparameter the control neither pins nor ignores
+is used (the prior-only control at the same σ and φ learning rate); with one, that one (tuned
+settings are tuned separately per method).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from methods import controls_of, get_method
+
+BLOCK = ["scenario", "source", "profile", "meta_per_class"]
+
+
+def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (one row per configuration, with its ``config`` hash) with two columns added:
+    ``selection`` ("yes", "no", or "" where no control ran) and ``vs_controls``
+    ("bads_frozen +0.0120 (2/3), ..." : the paired mean difference and the seeds won)."""
+    table = table.copy()
+    table["selection"], table["vs_controls"] = "", ""
+    if ok_runs.empty:
+        return table
+    per_config = {cfg: runs.set_index("seed")["final_metric"]
+                  for cfg, runs in ok_runs.groupby("config")}
+    configs = {cfg: json.loads(c) for cfg, c in
+               ok_runs.groupby("config")["config_json"].first().items()}
+    for i, row in table.iterrows():
+        names = _registered_controls(row["method"])
+        if not names or row["config"] not in per_config:
+            continue
+        block = table[(table[BLOCK].astype(str) == row[BLOCK].astype(str)).all(axis=1)]
+        verdicts, parts = [], []
+        for name in names:
+            candidates = block[block["method"] == name]
+            match = _matching(candidates, configs[row["config"]], name, configs)
+            if match is None:
+                continue
+            mine, theirs = per_config[row["config"]], per_config.get(match)
+            if theirs is None:
+                continue
+            common = mine.index.intersection(theirs.index)
+            if not len(common):
+                continue
+            diff = mine.loc[common] - theirs.loc[common]
+            verdicts.append(diff.mean() > 0)
+            parts.append(f"{name} {diff.mean():+.4f} ({int((diff > 0).sum())}/{len(common)})")
+        if verdicts:
+            table.at[i, "selection"] = "yes" if all(verdicts) else "NO"
+            table.at[i, "vs_controls"] = ", ".join(parts)
+    return table
+
+
+def _registered_controls(method: str) -> list[str]:
+    try:
+        return controls_of(method)
+    except KeyError:  # a method no longer (or not yet) in the registry
+        return []
+
+
+def _matching(candidates: pd.DataFrame, config: dict, control: str,
+              configs: dict[str, dict]) -> str | None:
+    """The config hash of the control row to compare with (see the module docstring)."""
+    if candidates.empty:
+        return None
+    if len(candidates) == 1:
+        return candidates["config"].iloc[0]
+    cls = get_method(control)
+    skip = set(cls.fixed) | set(cls.inert)
+    for cfg in candidates["config"]:
+        other = configs.get(cfg)
+        if other is None or other["settings"] != config["settings"]:
+            continue
+        if all(other["hparams"].get(k) == v for k, v in config["hparams"].items() if k not in skip):
+            return cfg
+    return None
