@@ -78,6 +78,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         hps = ", ".join(f"{k}={v}" for k, v in hparam_fields(cls).items()) or "no hyperparameters"
         space = "; ".join(f"{k} {dim.describe()}" for k, dim in cls.search_space.items())
         print(f"  {name}: {doc}\n    {hps}\n    tune searches: {space}")
+        if cls.control_of:
+            pinned = ", ".join(f"{k}={v}" for k, v in cls.fixed.items())
+            print(f"    control of {cls.control_of} (pins {pinned}; takes {cls.control_of}'s "
+                  "scenario defaults); report marks a "
+                  f"{cls.control_of} row that does not beat it on the same seeds")
     return 0
 
 
@@ -117,10 +122,17 @@ def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, pro
         raise DpsBenchError(f"--grid and --set both give {', '.join(sorted(clash))}; keep one")
     per_method: dict[str, dict] = {}
     if args.settings == "tuned":
+        if setting_axes:
+            raise DpsBenchError("--grid over a setting changes the problem the tuned settings "
+                                "were chosen for; with --settings tuned, grid hyperparameters only")
         for m in methods:
             per_method[m], tuned = load_tuned(
                 _tuned_dir(args), scenario_name, source or scenario.default_source, profile,
                 settings, m, hparams[m])
+            gridded = {k for k, _ in hparam_axes[m]} & (set(tuned) | set(per_method[m]))
+            if gridded:
+                raise DpsBenchError(f"--grid {', '.join(sorted(gridded))}: tuned for {m}; drop "
+                                    "the grid, or use --settings paper")
             hparams[m] = {**hparams[m], **tuned}
     specs = plan(scenario_name, source, profile, methods, seeds, settings, hparams, per_method,
                  setting_axes, hparam_axes)

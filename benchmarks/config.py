@@ -138,6 +138,8 @@ def parse_grid(items: list[str], scenario: Scenario, methods: list[str]
         if not sep or not raws:
             raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. bads.sigma=1e-5,1)")
         if key in setting_names:
+            if key in {k for k, _ in settings}:
+                raise ConfigError(f"--grid {item!r}: {key} has a grid already; give its values once")
             settings.append((key, [coerce(parse_literal(r), scenario.Settings, key,
                                           f"--grid {item}") for r in raws]))
             continue
@@ -145,7 +147,7 @@ def parse_grid(items: list[str], scenario: Scenario, methods: list[str]
         targets = [method] if method else methods
         if method and method not in per_method:
             raise ConfigError(f"--grid {item!r}: method {method!r} is not among --methods")
-        hit = False
+        inert = False
         for m in targets:
             cls = get_method(m)
             if name not in {f.name for f in dataclasses.fields(cls.Hparams)}:
@@ -153,15 +155,21 @@ def parse_grid(items: list[str], scenario: Scenario, methods: list[str]
                     raise ConfigError(f"--grid {item!r}: {m} has no hyperparameter {name!r}")
                 continue
             if name in cls.fixed or name in cls.inert:
+                inert = True
                 if method:
-                    raise ConfigError(f"--grid {item!r}: {name} is pinned or inert in {m}")
+                    raise ConfigError(f"--grid {item!r}: {m} is a control that pins {name} or "
+                                      "is unaffected by it; sweep its method instead")
                 continue
+            if name in {k for k, _ in per_method[m]}:
+                raise ConfigError(f"--grid {item!r}: {m}.{name} has a grid already; give its "
+                                  "values once")
             per_method[m].append((name, [coerce(parse_literal(r), cls.Hparams, name,
                                                 f"--grid {item}") for r in raws]))
-            hit = True
-        if not hit:
-            raise ConfigError(f"--grid {item!r}: {key!r} is neither a setting of "
-                              f"{scenario.name} nor a hyperparameter of {', '.join(targets)}")
+        if not any(k == name for m in targets for k, _ in per_method[m]):
+            reason = (f"{name} is pinned in, or does not affect, every listed method" if inert
+                      else f"{key!r} is neither a setting of {scenario.name} nor a "
+                           f"hyperparameter of {', '.join(targets)}")
+            raise ConfigError(f"--grid {item!r}: {reason}")
     return settings, per_method
 
 

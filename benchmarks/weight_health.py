@@ -16,10 +16,11 @@ For the weights w_i ≥ 0 of the examples that have one (NaN marks "no weight ye
 - ``ok`` otherwise.
 
 The weights are judged as the method trains with them (``Method.weights_relative``): those used
-normalised per minibatch, w_i / Σ_{k∈Bt} w_k (blo; mwn's class-imbalance form; l2rw's are already
-shares), carry no meaning in their scale, so the ZERO_BAND test does not apply to them (blo's raw
-weights near 1e-12 with a clear ranking are no collapse). The raw scale stays visible in the
-curves (``mean_weight:<group>``, ``max``).
+normalised per minibatch, w_i / Σ_{k∈Bt} w_k (blo; mwn's class-imbalance form), carry no meaning
+in their scale, so the ZERO_BAND test does not apply to them (blo's raw weights near 1e-12 with a
+clear ranking are no collapse). l2rw exports each example's share of its batch times |Bt| (mean 1
+over a batch that trained), already the weight as used, so an l2rw whose batches all clipped to
+0 is still flagged. The raw scale stays visible in the curves (``mean_weight:<group>``, ``max``).
 """
 
 from __future__ import annotations

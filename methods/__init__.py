@@ -43,8 +43,18 @@ def list_methods() -> list[str]:
 
 
 def controls_of(name: str) -> list[str]:
-    """The registered controls of method ``name`` (methods whose ``control_of`` is ``name``)."""
-    return [m for m in REGISTRY if m != name and get_method(m).control_of == name]
+    """The registered controls of method ``name`` (methods whose ``control_of`` is ``name``).
+    A method file that fails to import is passed over here (it fails when it is run)."""
+    found = []
+    for m in REGISTRY:
+        if m == name:
+            continue
+        try:
+            if get_method(m).control_of == name:
+                found.append(m)
+        except Exception:  # noqa: BLE001 (one broken method file must not break the others)
+            continue
+    return found
 
 
 def get_method(name: str) -> type[Method]:

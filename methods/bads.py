@@ -152,7 +152,7 @@ class BADS(Method):
             self.w.storage_moved()
         self._row_noise_std = 0.0 if phi else phi_std
         self._diag_sums = dict.fromkeys(DIAGNOSTICS, 0.0)
-        self._diag_count = 0
+        self._diag_count = self._share_count = 0
 
     def _noise_std(self, lr: float) -> float:
         hp = self.hp
@@ -244,21 +244,25 @@ class BADS(Method):
         sums = self._diag_sums
         sums["grad_prior"] += prior
         sums["grad_data"] += data
-        total = prior + data
-        sums["data_share"] += data / total if total > 0 else math.nan
         sums["sum_gap"] += gap
         self._diag_count += 1
+        if prior + data > 0:  # the share is undefined when φ's gradient is exactly 0 (w ∈ {0, 1})
+            sums["data_share"] += data / (prior + data)
+            self._share_count += 1
 
     def diagnostics(self) -> dict[str, float]:
         """Averages since the last call, over the steps sampled every DIAGNOSTIC_EVERY:
         ``grad_prior`` = ‖∇_φ (Ŝ − ⌊β·N_t⌋)²/(2σ²)‖, ``grad_data`` = ‖∇_φ ρ_w·N_t·mean_Bt(w·l)‖,
-        ``data_share`` = grad_data / (grad_prior + grad_data) per step, and ``sum_gap`` =
-        Ŝ − ⌊β·N_t⌋. With φ frozen they describe the gradient φ would have had."""
+        ``sum_gap`` = Ŝ − ⌊β·N_t⌋, and ``data_share`` = grad_data / (grad_prior + grad_data) per
+        step, over the sampled steps where φ's gradient is not exactly 0 (absent if none is).
+        With φ frozen they describe the gradient φ would have had."""
         if not self._diag_count:
             return {}
-        out = {k: v / self._diag_count for k, v in self._diag_sums.items()}
+        out = {k: v / self._diag_count for k, v in self._diag_sums.items() if k != "data_share"}
+        if self._share_count:
+            out["data_share"] = self._diag_sums["data_share"] / self._share_count
         self._diag_sums = dict.fromkeys(DIAGNOSTICS, 0.0)
-        self._diag_count = 0
+        self._diag_count = self._share_count = 0
         return out
 
     def _ones(self, like: Tensor) -> Tensor:
@@ -306,5 +310,6 @@ BADSPriorOnly = control(
 BADSFrozen = control(
     BADS, "bads", "bads_frozen", {"freeze_weights": True},
     "Control: BADS with φ frozen at its start, every weight β: weighted training on Dt ∪ Dm.",
-    inert=("lr_w", "sigma", "rho_w", "w_optimizer", "s_avg"),
+    inert=("lr_w", "sigma", "rho_w", "w_optimizer", "s_avg", "weights", "concat_label",
+           "weight_storage"),
 )

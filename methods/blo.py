@@ -51,7 +51,7 @@ class BLOHparams:
     weights: str = "net"
     concat_label: bool = False
     weight_storage: str = "device"
-    backend: str = "higher"
+    backend: str = "func"
     freeze_weights: bool = False
 
     def __post_init__(self) -> None:
@@ -138,5 +138,6 @@ class BLO(Method):
 BLOFrozen = control(
     BLO, "blo", "blo_frozen", {"freeze_weights": True},
     "Control: blo with its weights frozen at the start (all equal): plain training on Dt.",
-    inert=("k", "inner_lr", "lr_w", "w_optimizer", "backend"), uses_meta_batch=False,
+    inert=("k", "inner_lr", "lr_w", "w_optimizer", "backend", "weights", "concat_label",
+           "weight_storage"), uses_meta_batch=False,
 )

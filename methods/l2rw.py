@@ -12,7 +12,7 @@ l.149-153, ``models/reweight_model.py`` l.91-96; torchopt's ``examples/L2R/helpe
 ``normalise`` does the same), so every weight stays 0 and the batch's loss gradient is zero; the
 optimiser still takes its step (momentum and weight decay act as usual, as in their code).
 ``all_clipped="uniform"`` instead trains on the batch with weights 1/|Bt|. A non-finite
-meta-gradient propagates into the weights (never into a fallback).
+meta-gradient (NaN or ±inf) becomes NaN weights (never a fallback, never a clipped 0).
 
 Logged per step: ``clipped_frac``, the fraction of the batch with w̃_i = 0 (before any fallback),
 and ``all_clipped``, 1 when every weight of the batch was clipped (their mean since the last
@@ -38,7 +38,7 @@ class L2RWHparams:
     all_clipped: what a batch whose every weight clips to 0 does (skip: nothing; uniform)."""
 
     inner_lr: float = 0.0
-    backend: str = "higher"
+    backend: str = "func"
     all_clipped: str = "skip"  # skip (the authors': no update from the batch) | uniform
 
     def __post_init__(self) -> None:
@@ -71,7 +71,9 @@ class L2RW(Method):
             ctx.model, train.x, lambda out: (eps * ctx.loss(out, train.y)).sum(), meta, ctx.loss,
             steps=1, inner_lr=self.alpha, backend=self.hp.backend)
         (grad,) = torch.autograd.grad(meta_loss, eps)
-        w = torch.clamp(-grad, min=0.0)  # NaN stays NaN
+        self._meta_loss = meta_loss.detach()
+        # NaN stays NaN through the clamp, but +inf would clip to 0 and pass for "all clipped"
+        w = torch.where(torch.isfinite(grad), torch.clamp(-grad, min=0.0), torch.nan)
         clipped = w == 0
         total = w.sum()
         none_left = total == 0
@@ -89,6 +91,7 @@ class L2RW(Method):
         self.opt.step()
         self.last[train.index] = w.detach() * len(w)
         return {"loss": losses.mean().detach(), "loss_weighted": weighted.detach(),
+                "loss_meta_lookahead": self._meta_loss,
                 "clipped_frac": clipped.float().mean(), "all_clipped": clipped.all().float()}
 
     def weights(self) -> Tensor:

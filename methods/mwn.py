@@ -57,7 +57,7 @@ class MWNHparams:
     v_nesterov: bool = False
     v_weight_decay: float = 1e-4
     hidden: int = 100
-    backend: str = "higher"
+    backend: str = "func"
 
     def __post_init__(self) -> None:
         check_backend(self.backend)

@@ -375,10 +375,12 @@ def test_prior_only_control_moves_phi_by_the_prior_alone():
         BADSPriorOnly(ctx2, BADSHparams(beta=0.25))  # ρ_w = 1 is not the control
 
 
-def test_frozen_control_keeps_every_weight_at_beta_and_trains_on_fixed_weights():
+@pytest.mark.parametrize("noise", ["none", "paper", "sgld"])
+def test_frozen_control_keeps_every_weight_at_beta_and_trains_on_fixed_weights(noise):
     from methods.bads import BADSFrozen
 
-    hp = BADSHparams(beta=0.25, sigma=2.0, lr_w=0.05, noise="none", freeze_weights=True)
+    hp = BADSHparams(beta=0.25, sigma=2.0, lr_w=0.05, noise=noise, noise_std=0.01,
+                     freeze_weights=True)
     _, ctx = make_bads(hp)
     method = BADSFrozen(ctx, hp)
     phi0 = method.w.phi.detach().clone()
@@ -389,9 +391,24 @@ def test_frozen_control_keeps_every_weight_at_beta_and_trains_on_fixed_weights()
         g_theta, _ = closed_form(method, ctx, bt, bm)  # with w = β for every i
         method.step(bt, bm)
         theta1 = torch.cat([ctx.model.head.weight[0], ctx.model.head.bias]).detach()
-        torch.testing.assert_close(theta0 - theta1, 0.5 * g_theta, rtol=1e-10, atol=1e-12)
+        if noise == "none":
+            torch.testing.assert_close(theta0 - theta1, 0.5 * g_theta, rtol=1e-10, atol=1e-12)
+        else:  # θ gets its noise, φ none
+            assert not torch.allclose(theta0 - theta1, 0.5 * g_theta, rtol=1e-10, atol=1e-12)
     assert torch.equal(method.w.phi.detach(), phi0)
     assert torch.allclose(method.weights(), torch.tensor(0.25, dtype=torch.float64))
+
+
+def test_data_share_is_left_out_where_phis_gradient_is_exactly_zero():
+    """Saturated weights (w ∈ {0, 1}: q = 0) give no gradient to split; that is no divergence."""
+    hp = BADSHparams(beta=0.25, sigma=2.0, lr_w=0.05, noise="none")
+    method, ctx = make_bads(hp)
+    with torch.no_grad():
+        method.w.phi[-1] = -1e4  # every weight exactly 0 in float64
+    method.step(*batches(ctx))
+    logs = method.diagnostics()
+    assert logs["grad_prior"] == 0.0 and logs["grad_data"] == 0.0 and "data_share" not in logs
+    assert all(math.isfinite(v) for v in logs.values())
 
 
 def test_controls_take_their_methods_scenario_defaults_and_cannot_be_unpinned():

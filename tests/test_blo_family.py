@@ -259,27 +259,59 @@ def test_mwn_forms_differ_and_balancing_uses_the_class_imbalance_script():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", ["blo", "mwn"])
-def test_hypergradient_reaches_only_the_weight_parameters(name, backend):
-    """The meta loss's backward pass fills the weight parameters' gradient and nothing else: the
-    look-ahead's copy of θ and the model get none (the step's former waste), and the φ (ψ)
-    gradient equals that of a full backward (``test_mwn_takes_the_hand_written_step...``)."""
+@pytest.mark.parametrize("name, hp", [("blo", {}), ("blo", {"weights": "per_sample"}), ("mwn", {})])
+def test_hypergradient_reaches_only_the_weight_parameters(name, hp, backend, monkeypatch):
+    """The meta loss's backward fills the weight parameters' gradient and nothing else (no
+    gradient reaches the model: the look-ahead's θ copy was the waste), and that gradient equals
+    a full backward's."""
+    import methods.lookahead
+
     torch.manual_seed(0)
     model = Net()
     ctx = make_ctx(model)
     cls = get_method(name)
-    method = cls(ctx, cls.Hparams(backend=backend))
-    leaves = [method.w.phi] if name == "blo" else list(method.vnet.parameters())
-    seen: list[torch.Tensor] = []
-    original = torch.Tensor.backward
+    method = cls(ctx, cls.Hparams(backend=backend, **hp))
+    seen = {}
+    unroll = methods.lookahead.lookahead_meta_loss
 
-    def spy(loss, *args, inputs=None, **kwargs):
-        seen.append(inputs)
-        return original(loss, *args, inputs=inputs, **kwargs)
+    def spy(*args, **kwargs):
+        loss = unroll(*args, **kwargs)
+        leaves = method.w.grad_inputs() if name == "blo" else list(method.vnet.parameters())
+        seen["full"] = torch.autograd.grad(loss, leaves, retain_graph=True)
+        seen["leaves"] = leaves
+        return loss
 
-    torch.Tensor.backward = spy
-    try:
-        method.step(ctx.train_set, ctx.meta_set)
-    finally:
-        torch.Tensor.backward = original
-    assert seen[0] is not None and {id(t) for t in seen[0]} == {id(t) for t in leaves}
+    monkeypatch.setattr(f"methods.{name}.lookahead_meta_loss", spy)
+    opt = method.w if name == "blo" else method.vnet_opt
+    step = opt.step
+
+    def check(*args):
+        assert all(p.grad is None for p in model.parameters())  # the meta backward left θ alone
+        for leaf, full in zip(seen["leaves"], seen["full"], strict=True):
+            assert torch.equal(leaf.grad, full)
+        seen["checked"] = True
+        return step(*args)
+
+    monkeypatch.setattr(opt, "step", check)
+    method.step(ctx.train_set, ctx.meta_set)
+    assert seen["checked"]
+
+
+def test_l2rw_turns_an_infinite_meta_gradient_into_nan_weights_not_clipped_zeros(monkeypatch):
+    """g_i = +inf would clip to 0 and pass for an all-clipped batch (no update, finite logs)."""
+    model = Net()
+    ctx = make_ctx(model)
+    method = get_method("l2rw")(ctx)
+    grad = torch.autograd.grad
+
+    def infinite_for_eps(outputs, inputs, *args, **kwargs):
+        out = grad(outputs, inputs, *args, **kwargs)
+        if isinstance(inputs, torch.Tensor):  # l2rw's ∂L_m/∂ε (the unroll passes a list)
+            return (torch.full_like(out[0], float("inf")),)
+        return out
+
+    monkeypatch.setattr(torch.autograd, "grad", infinite_for_eps)
+    w, _ = method.batch_weights(ctx.train_set, ctx.meta_set)
+    assert torch.isnan(w).all()
+    logs = method.step(ctx.train_set, ctx.meta_set)
+    assert torch.isnan(logs["loss_weighted"])

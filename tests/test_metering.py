@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks.data import load_source
@@ -61,3 +62,38 @@ def test_benchmark_json_has_every_field_of_the_cost_table(tmp_path):
     row = frame.set_index("method").loc["bads_limit"]
     assert row["x BADS limit"] == 1.0 and row["ms/step"] > 0 and row["peak MB"] > 0
     assert (tmp_path / "COST.md").read_text().count("| bads") >= 2  # bads and bads_limit rows
+
+
+def test_gpu_bench_script_runs_on_the_cpu_but_for_the_device(tmp_path):
+    """``tox -e bench-gpu``'s command with its environment, on the CPU (DPS_BENCH_DEVICE=cpu),
+    few rounds and the ratio bounds recorded, not enforced: every method's step on the paper
+    profile's model (synthetic pixels when the MNIST files are absent) goes into COST-cuda.md."""
+    env = {**os.environ, "DPS_BENCH_PROFILE": "paper", "DPS_BENCH_DEVICE": "cpu",
+           "DPS_BENCH_COST": "COST-cuda.md", "DPS_BENCH_OUT": str(tmp_path),
+           "DPS_BENCH_ROUNDS": "2", "DPS_BENCH_WARMUP": "1", "DPS_BENCH_BLOCKS": "1",
+           "DPS_BENCH_BLOCK_STEPS": "3",
+           "DPS_BENCH_NO_BOUNDS": "1"}
+    env.pop("DPS_DATA_DIR", None)  # the synthetic fallback, as on a bare GPU machine
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "bench", "-p", "no:cacheprovider",
+         "tests/bench/test_step_cost.py", "tests/bench/test_peers.py", "--benchmark-enable",
+         f"--benchmark-json={tmp_path / 'bench.json'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = (tmp_path / "COST-cuda.md").read_text()
+    assert "balancing (mnist (synthetic pixels))" in text and "BADS-limit check" in text
+    from methods import list_methods
+
+    for name in list_methods():
+        assert f"| {name} | balancing" in text, name
+
+
+def test_gpu_bench_refuses_to_run_without_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal cannot be shown here")
+    env = {**os.environ, "DPS_BENCH_DEVICE": "cuda", "DPS_BENCH_OUT": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "bench", "-p", "no:cacheprovider",
+         "tests/bench/test_step_cost.py", "-k", "train_only", "--benchmark-enable"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "sees no CUDA device" in proc.stdout + proc.stderr

@@ -96,7 +96,8 @@ def test_choose_prefers_healthy_weights_then_score_then_the_earlier():
 
 
 def test_every_method_gets_exactly_the_same_budget(tmp_path):
-    assert tune_cli(tmp_path, "train_only,l2rw,cds", 3, "--seeds", "0,1") == 0
+    fast = ("--seeds", "0,1", "--set", "cds.pretrain_steps=50", "--set", "cds.finetune_steps=20")
+    assert tune_cli(tmp_path, "train_only,l2rw,cds", 3, *fast) == 0
     runs = Store(tmp_path / "runs").runs()
     assert runs.groupby("method").size().to_dict() == {"train_only": 6, "l2rw": 6, "cds": 6}
     for m in ("train_only", "l2rw", "cds"):
@@ -106,7 +107,7 @@ def test_every_method_gets_exactly_the_same_budget(tmp_path):
         assert set(record["tuned"]) == set(get_method(m).search_space)
         assert len({json.dumps(t["values"], sort_keys=True) for t in record["trials"]}) == 3
     # resumable: the same command reruns nothing
-    assert tune_cli(tmp_path, "train_only,l2rw,cds", 3, "--seeds", "0,1") == 0
+    assert tune_cli(tmp_path, "train_only,l2rw,cds", 3, *fast) == 0
     assert len(Store(tmp_path / "runs").runs()) == 18
 
 

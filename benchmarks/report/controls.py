@@ -5,10 +5,16 @@ A control is the same method with its selection mechanism switched off (``method
 ``blo_frozen`` keeps the weights equal). A row of a method with registered controls counts as
 selection only if, on the seeds both ran, its final test metric beats every control that ran in
 the same block (scenario, source, profile, Dm size): the paired mean difference over the common
-seeds is positive. With several configurations of a control in the block (a sweep), the one that
-matches the row in every setting and in every hyperparameter the control neither pins nor ignores
-is used (the prior-only control at the same σ and φ learning rate); with one, that one (tuned
-settings are tuned separately per method).
+seeds is positive. Which row of a control is compared: with several configurations of it in the
+block (a sweep), the one with the same settings and the same value of every hyperparameter the
+control neither pins nor ignores (the prior-only control at the same σ and φ learning rate); with
+one, that one if its settings are the row's but for the model learning rate ``lr`` (which tuning
+sets per method). A control that ran but could not be compared (no matching configuration, no
+common seed) makes the verdict ``incomplete``, never ``yes``.
+
+Note that ``bads_prior_only`` is not selection-free with a weight network: the prior's gradient
+on φ = [v, b] is Σ_i q_i·[e_i, 1]·(Ŝ − K)/σ², which moves v along the embeddings and can separate
+the groups through them; beating it tests the data term, not selection as such.
 """
 
 from __future__ import annotations
@@ -17,15 +23,16 @@ import json
 
 import pandas as pd
 
-from methods import controls_of, get_method
+from methods import MODEL_LR, controls_of, get_method
 
 BLOCK = ["scenario", "source", "profile", "meta_per_class"]
 
 
 def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame) -> pd.DataFrame:
     """``table`` (one row per configuration, with its ``config`` hash) with two columns added:
-    ``selection`` ("yes", "no", or "" where no control ran) and ``vs_controls``
-    ("bads_frozen +0.0120 (2/3), ..." : the paired mean difference and the seeds won)."""
+    ``selection`` ("yes", "NO", "incomplete", or "" where no control ran) and ``vs_controls``
+    ("bads_frozen +0.0120 (2/3), ..." : the paired mean difference and the seeds won, or
+    "bads_prior_only: no match")."""
     table = table.copy()
     table["selection"], table["vs_controls"] = "", ""
     if ok_runs.empty:
@@ -39,23 +46,25 @@ def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame) -> pd.Data
         if not names or row["config"] not in per_config:
             continue
         block = table[(table[BLOCK].astype(str) == row[BLOCK].astype(str)).all(axis=1)]
-        verdicts, parts = [], []
+        verdicts: list[bool | None] = []
+        parts = []
         for name in names:
             candidates = block[block["method"] == name]
+            if candidates.empty:
+                continue  # this control did not run here
             match = _matching(candidates, configs[row["config"]], name, configs)
-            if match is None:
-                continue
             mine, theirs = per_config[row["config"]], per_config.get(match)
-            if theirs is None:
-                continue
-            common = mine.index.intersection(theirs.index)
+            common = mine.index.intersection(theirs.index) if theirs is not None else []
             if not len(common):
+                verdicts.append(None)
+                parts.append(f"{name}: no match" if match is None else f"{name}: no common seed")
                 continue
             diff = mine.loc[common] - theirs.loc[common]
-            verdicts.append(diff.mean() > 0)
+            verdicts.append(bool(diff.mean() > 0))
             parts.append(f"{name} {diff.mean():+.4f} ({int((diff > 0).sum())}/{len(common)})")
         if verdicts:
-            table.at[i, "selection"] = "yes" if all(verdicts) else "NO"
+            table.at[i, "selection"] = ("NO" if False in verdicts
+                                        else "incomplete" if None in verdicts else "yes")
             table.at[i, "vs_controls"] = ", ".join(parts)
     return table
 
@@ -70,10 +79,11 @@ def _registered_controls(method: str) -> list[str]:
 def _matching(candidates: pd.DataFrame, config: dict, control: str,
               configs: dict[str, dict]) -> str | None:
     """The config hash of the control row to compare with (see the module docstring)."""
-    if candidates.empty:
-        return None
     if len(candidates) == 1:
-        return candidates["config"].iloc[0]
+        cfg = candidates["config"].iloc[0]
+        other = configs.get(cfg)
+        same = other is not None and _without_lr(other["settings"]) == _without_lr(config["settings"])
+        return cfg if same else None
     cls = get_method(control)
     skip = set(cls.fixed) | set(cls.inert)
     for cfg in candidates["config"]:
@@ -83,3 +93,7 @@ def _matching(candidates: pd.DataFrame, config: dict, control: str,
         if all(other["hparams"].get(k) == v for k, v in config["hparams"].items() if k not in skip):
             return cfg
     return None
+
+
+def _without_lr(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k != MODEL_LR}

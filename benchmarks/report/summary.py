@@ -178,8 +178,8 @@ def _relative_to_train_only(table: pd.DataFrame) -> pd.DataFrame:
 def side_by_side(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per (scenario, source, profile, method, meta_per_class) and, per labelled table
     (e.g. ``paper`` and ``tuned`` results), ``<label>`` = "final_mean ± final_std (n)",
-    ``<label> selected`` = selected_mean and ``<label> degenerate`` = n_degenerate/n (n/a for
-    methods without weights)."""
+    ``<label> selected`` = selected_mean, ``<label> degenerate`` = n_degenerate/n (n/a for
+    methods without weights) and ``<label> beats controls`` (yes / NO where its controls ran)."""
     block = ["scenario", "source", "profile", "method", "meta_per_class"]
     merged: pd.DataFrame | None = None
     for label, table in tables.items():
@@ -190,6 +190,8 @@ def side_by_side(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         part[f"{label} degenerate"] = [f"{d}/{n}" if w else "n/a" for d, n, w in
                                        zip(table["n_degenerate"], table["n"], table["weights"],
                                            strict=True)]
+        if "selection" in table:
+            part[f"{label} beats controls"] = table["selection"].to_numpy()
         repeated = part[part.duplicated(block, keep=False)]
         if len(repeated):
             rows = ", ".join(sorted({f"{r.method} (Dm {r.meta_per_class})"

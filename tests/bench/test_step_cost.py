@@ -22,13 +22,17 @@ import torch
 from methods import list_methods
 
 from .blocked import blocked_medians, sync
-from .conftest import BENCH_SCENARIOS, device, metered_step, quick_setup
+from .conftest import BENCH_SCENARIOS, device, metered_step, quick_setup, source_label
 
 pytestmark = pytest.mark.bench
 
-ROUNDS, WARMUP = int(os.environ.get("DPS_BENCH_ROUNDS", 200)), 20
+ROUNDS, WARMUP = int(os.environ.get("DPS_BENCH_ROUNDS", 200)), int(os.environ.get("DPS_BENCH_WARMUP", 20))
 LIMIT_RATIO = 1.15
-BLOCKS, BLOCK_STEPS = int(os.environ.get("DPS_BENCH_BLOCKS", 20)), 40
+# DPS_BENCH_NO_BOUNDS=1: record the ratio checks without failing on them (the CPU test of the GPU
+# script, whose few rounds measure nothing stable)
+ENFORCE = os.environ.get("DPS_BENCH_NO_BOUNDS", "0") != "1"
+BLOCKS = int(os.environ.get("DPS_BENCH_BLOCKS", 20))
+BLOCK_STEPS = int(os.environ.get("DPS_BENCH_BLOCK_STEPS", 40))
 RESULTS: dict[tuple[str, str], dict] = {}  # (scenario, case) -> measurements
 CHECKS: dict[str, dict] = {}  # scenario -> the BADS-limit check's measurements
 
@@ -36,18 +40,19 @@ CHECKS: dict[str, dict] = {}  # scenario -> the BADS-limit check's measurements
 def cases() -> list[tuple[str, str, dict]]:
     """Every registered method, each followed by what it is compared with, so that compared
     cases are timed back to back, in as close to the same machine state as a sequential run
-    allows: bads by its limit, each higher-based BLO case by the same case on torch.func."""
+    allows: bads by its limit, each BLO case (torch.func, the default) by the same case on
+    ``higher``."""
     out = []
     for name in list_methods():
         out.append((name, name, {}))
         if name == "bads":
             out.append(("bads_limit", "train_only", {}))
         if name in ("blo", "l2rw", "mwn"):
-            out.append((f"{name}_func", name, {"backend": "func"}))
+            out.append((f"{name}_higher", name, {"backend": "higher"}))
         if name == "blo":
             for k in (2, 5):
                 out += [(f"blo_k{k}", "blo", {"k": k}),
-                        (f"blo_k{k}_func", "blo", {"k": k, "backend": "func"})]
+                        (f"blo_k{k}_higher", "blo", {"k": k, "backend": "higher"})]
     return out
 
 
@@ -70,7 +75,7 @@ def test_step_cost(benchmark, scenario, case, method, hparams):
         sync(dev)
 
     benchmark.extra_info.update(
-        scenario=scenario, source=BENCH_SCENARIOS[scenario], case=case, method=method,
+        scenario=scenario, source=source_label(scenario), case=case, method=method,
         hparams=hparams, device=str(dev), peak_mb=peak_bytes / 2**20,
         prepare_s=setup.prepare_s, batch=len(bt), meta_batch=len(bm) if bm is not None else 0,
         threads=torch.get_num_threads())
@@ -95,5 +100,6 @@ def test_bads_costs_at_most_its_limit(scenario):
     mem_ratio = peak["bads"] / peak["bads_limit"]
     CHECKS[scenario] = {"ms": ms, "time_ratio": time_ratio, "mem_ratio": mem_ratio,
                         "blocks": BLOCKS, "block_steps": BLOCK_STEPS}
-    assert time_ratio <= LIMIT_RATIO, f"BADS step {time_ratio:.3f}x its limit's time"
-    assert mem_ratio <= LIMIT_RATIO, f"BADS step {mem_ratio:.3f}x its limit's peak memory"
+    if ENFORCE:
+        assert time_ratio <= LIMIT_RATIO, f"BADS step {time_ratio:.3f}x its limit's time"
+        assert mem_ratio <= LIMIT_RATIO, f"BADS step {mem_ratio:.3f}x its limit's peak memory"

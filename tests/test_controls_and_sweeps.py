@@ -1,0 +1,142 @@
+"""Controls in sweeps and reports: --grid axes, the control a row is compared with, the verdict;
+blo_frozen is plain training; ClassAct's super-batch reaches it through the harness."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks.cli import main
+from benchmarks.config import parse_grid
+from benchmarks.errors import ConfigError
+from benchmarks.harness import PoolBatches
+from benchmarks.report import summarize
+from benchmarks.report.summary import varying_params, weight_drivers
+from benchmarks.scenarios import get_scenario
+from benchmarks.sweep import plan
+from methods import get_method
+
+BALANCING = get_scenario("balancing")
+
+
+def test_grid_axes_apply_to_the_methods_that_have_them_and_skip_inert_controls():
+    settings, axes = parse_grid(["sigma=1e-5,1", "lr_w=0.001,0.01", "meta_per_class=5,25"],
+                                BALANCING, ["bads", "bads_prior_only", "bads_frozen", "mixing"])
+    assert settings == [("meta_per_class", [5, 25])]
+    assert axes["bads"] == axes["bads_prior_only"] == [("sigma", [1e-5, 1.0]),
+                                                       ("lr_w", [0.001, 0.01])]
+    assert axes["bads_frozen"] == [] and axes["mixing"] == []
+    specs = plan("balancing", "mnist1d", "quick", ["bads", "bads_frozen", "mixing"], [0, 1], {},
+                 {}, None, settings, axes)
+    count = pd.Series([s.method for s in specs]).value_counts().to_dict()
+    assert count == {"bads": 2 * 2 * 2 * 2, "bads_frozen": 2 * 2, "mixing": 2 * 2}
+    assert len({s.run_id for s in specs}) == len(specs)
+    assert {(s.hparams["sigma"], s.hparams["lr_w"]) for s in specs if s.method == "bads"} == \
+        {(1e-5, 0.001), (1e-5, 0.01), (1.0, 0.001), (1.0, 0.01)}
+
+
+@pytest.mark.parametrize("items, methods, message", [
+    (["bads_frozen.sigma=1,2"], ["bads_frozen"], "pins sigma or is unaffected"),
+    (["sigma=1,2"], ["bads_frozen", "mixing"], "pinned in, or does not affect"),
+    (["nope=1,2"], ["bads"], "neither a setting"),
+    (["sigma=1", "bads.sigma=2"], ["bads"], "has a grid already"),
+    (["sigma"], ["bads"], "expected KEY=V1,V2"),
+    (["bads.k=1,2"], ["bads"], "bads has no hyperparameter 'k'"),
+    (["sigma=high"], ["bads"], "expected float"),
+])
+def test_bad_grids_are_clear_errors(items, methods, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_grid(items, BALANCING, methods)
+
+
+def run_row(run_id, method, seed, final, hparams, settings=None):
+    config = {"scenario": "balancing", "source": "mnist", "profile": "paper", "method": method,
+              "seed": seed, "settings": {"meta_per_class": 25, "lr": 0.001, **(settings or {})},
+              "hparams": hparams}
+    return {"run_id": run_id, "scenario": "balancing", "source": "mnist", "profile": "paper",
+            "method": method, "seed": seed, "metric_name": "accuracy", "final_metric": final,
+            "best_metric": final, "time_per_step_ms": 1.0, "peak_mem_mb": 1.0, "status": "ok",
+            "config_json": json.dumps(config), "weights_status": "ok"}
+
+
+def bads_hp(sigma, frozen=False, rho_w=1.0):
+    return {"sigma": sigma, "lr_w": 0.001, "rho_w": rho_w, "freeze_weights": frozen}
+
+
+def test_report_pairs_each_bads_row_with_its_matching_controls_on_the_same_seeds():
+    rows = []
+    for seed in (0, 1, 2):
+        rows += [run_row(f"a{seed}", "bads", seed, 0.90 + 0.01 * seed, bads_hp(1.0)),
+                 run_row(f"b{seed}", "bads", seed, 0.80, bads_hp(1e-5)),
+                 run_row(f"c{seed}", "bads_prior_only", seed, 0.85, bads_hp(1.0, rho_w=0.0)),
+                 run_row(f"d{seed}", "bads_prior_only", seed, 0.70, bads_hp(1e-5, rho_w=0.0)),
+                 # the frozen control ran once, at its defaults: σ is inert there
+                 run_row(f"e{seed}", "bads_frozen", seed, 0.88, bads_hp(1e-5, frozen=True))]
+    rows.append(run_row("f3", "bads_frozen", 3, 0.10, bads_hp(1e-5, frozen=True)))  # no bads seed 3
+    table = summarize(pd.DataFrame(rows)).set_index(["method", "params"])
+    high = table.loc[("bads", "sigma=1")]
+    assert high["selection"] == "yes"
+    assert high["vs_controls"] == "bads_prior_only +0.0600 (3/3), bads_frozen +0.0300 (3/3)"
+    low = table.loc[("bads", "sigma=1e-05")]  # beats its own prior-only (0.70), not frozen (0.88)
+    assert low["selection"] == "NO"
+    assert low["vs_controls"] == "bads_prior_only +0.1000 (3/3), bads_frozen -0.0800 (0/3)"
+    assert table.loc[("bads_frozen", "")]["selection"] == ""
+
+
+def test_a_control_that_ran_but_cannot_be_compared_makes_the_verdict_incomplete():
+    rows = [run_row(f"a{s}", "bads", s, 0.9, bads_hp(1.0)) for s in (0, 1)]
+    rows += [run_row(f"c{s}", "bads_prior_only", s, 0.5, bads_hp(s + 2.0, rho_w=0.0))
+             for s in (0, 1)]  # two configurations, neither at σ = 1
+    rows += [run_row(f"e{s}", "bads_frozen", s, 0.5, bads_hp(1e-5, frozen=True),
+                     settings={"steps": 99}) for s in (0, 1)]  # another training length
+    table = summarize(pd.DataFrame(rows)).set_index("method")
+    assert table.loc["bads", "selection"] == "incomplete"
+    assert table.loc["bads", "vs_controls"] == "bads_prior_only: no match, bads_frozen: no match"
+
+
+def test_varying_params_and_weight_drivers_read_the_store():
+    runs = pd.DataFrame([run_row("a", "bads", 0, 0.9, bads_hp(1.0)),
+                         run_row("b", "bads", 0, 0.8, bads_hp(1e-5)),
+                         run_row("m", "mixing", 0, 0.5, {})])
+    assert varying_params(runs).tolist() == ["sigma=1", "sigma=1e-05", ""]
+    curves = pd.DataFrame(
+        [("a", step, "weights", name, value) for step, name, value in [
+            (1, "auroc", 0.3), (2, "auroc", 0.9), (1, "data_share", 0.1), (2, "data_share", 0.5),
+            (3, "data_share", 0.6), (1, "grad_data", 2.0), (1, "grad_prior", 1.0),
+            (2, "grad_data", 1.0), (2, "grad_prior", 4.0), (3, "grad_data", 3.0),
+            (3, "grad_prior", 1.0)]], columns=["run_id", "step", "split", "metric_name", "value"])
+    drivers = weight_drivers(curves).loc["a"]
+    assert drivers["auroc"] == 0.9  # the last evaluation's
+    assert drivers["data_share"] == 0.5  # median over evaluations
+    assert drivers["data/prior"] == 2.0  # median of 2, 0.25, 3
+
+
+def test_blo_frozen_takes_train_onlys_steps(tmp_path):
+    out = tmp_path / "r"
+    assert main(["run", "--scenario", "balancing", "--source", "digits", "--methods",
+                 "train_only,blo_frozen", "--steps", "40", "--set", "eval_every=20", "--out",
+                 str(out), "--no-progress"]) == 0
+    curves = pd.read_csv(out / "curves.csv")
+    runs = pd.read_csv(out / "runs.csv").set_index("method")
+    test = {m: curves[(curves.run_id == runs.loc[m, "run_id"]) & (curves.split == "test")]
+            ["value"].tolist() for m in ("train_only", "blo_frozen")}
+    assert test["train_only"] == test["blo_frozen"]  # same batches, same steps
+    assert runs.loc["blo_frozen", "weights_status"] == "uniform"
+
+
+def test_classact_draws_a_super_batch_through_the_harness(make_ctx, splits):
+    train, meta = splits
+    cls = get_method("classact")
+    method = cls(make_ctx(), cls.Hparams(keep=0.25))
+    batches = PoolBatches(method.pool(), train, meta, 8, torch.Generator().manual_seed(0),
+                          torch.device("cpu"))
+    assert len(next(batches)) == 32  # |Bt| / keep
+
+
+def test_tuned_settings_refuse_a_grid_over_what_was_tuned(tmp_path, capsys):
+    assert main(["run", "--scenario", "balancing", "--source", "digits", "--methods", "bads",
+                 "--settings", "tuned", "--grid", "steps=10,20", "--out", str(tmp_path)]) == 2
+    assert "changes the problem" in capsys.readouterr().err
