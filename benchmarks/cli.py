@@ -239,7 +239,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         store = Store(path)
         if not store.runs_path.exists():
             raise DpsBenchError(f"no runs.csv in {path}; run `dps-bench run ... --out {path}`")
-        tables[label] = summarize_store(store)
+        tables[label] = summarize_store(store, args.compare_on)
     if args.side_by_side:
         try:
             table = side_by_side(tables)
@@ -250,6 +250,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             for label, t in tables.items():
                 t.insert(0, "results", label)
         table = pd.concat(tables.values(), ignore_index=True)
+    if args.columns:
+        wanted = _csv_list(args.columns)
+        missing = [c for c in wanted if c not in table.columns]
+        if missing:
+            raise DpsBenchError(f"--columns: no column {', '.join(missing)} in this report; "
+                                f"columns: {', '.join(map(str, table.columns))}")
+        table = table[wanted]
     text = table.to_csv(index=False) if args.format == "csv" else to_markdown(table)
     print(text)
     return 0
@@ -398,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "per directory (final mean ± std (n), selected, degenerate runs), e.g. "
                         "--out paper=results/a --out tuned=results/a-tuned")
     p.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    p.add_argument("--columns", help="only these columns, in this order (comma-separated, "
+                                     "e.g. method,params,final_mean,selection)")
+    p.add_argument("--compare-on", choices=("test", "val"), default="test",
+                   help="what the `selection`/`vs_controls` columns compare a method with its "
+                        "controls on: test (default; the final test metric) or val (the "
+                        "validation score, to choose settings without reading the test split)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("download", help="fetch and verify MNIST or Fashion-MNIST (needs internet)")

@@ -117,7 +117,7 @@ class BADS(Method):
     # θ's learning rate is lr_theta (0 follows the model lr), so the model lr itself is not searched
     search_space = {"lr_theta": LogUniform(0.1, 10.0, relative=True),
                     "lr_w": LogUniform(1e-4, 1e-1), "beta": LogUniform(0.5, 4.0, relative=True),
-                    "sigma": LogUniform(1e-5, 1.0)}
+                    "sigma": LogUniform(1e-5, 100.0)}
 
     def __init__(self, ctx: Context, hparams: BADSHparams | None = None) -> None:
         super().__init__(ctx, hparams)

@@ -6,8 +6,10 @@ Given per-example train weights w (any differentiable function of the outer vari
     L_t(θ; w) = weigh(f_θ(x_Bt)),   L_m(θ'_k) = mean_{j∈Bm} l(z_j; θ'_k),
 
 and returns L_m(θ'_k), whose gradient reaches w through the unrolled inner SGD steps (with
-create_graph, i.e. second order). θ itself receives no gradient: the unroll starts from a detached
-copy. Backends:
+create_graph, i.e. second order). Differentiate it with respect to the outer variables only
+(``torch.autograd.grad`` or ``backward(inputs=...)``): ``higher`` starts the unroll from a
+detached copy of θ, ``func`` from θ itself (one parameter swap fewer), so a plain ``backward()``
+would also fill θ's ``.grad`` there. Backends:
 - ``func`` (every method's default): ``torch.func.functional_call`` and an explicit
   ``autograd.grad(create_graph=True)`` unroll, no third-party dependency; maintained with torch,
   and 10-20% faster per step than ``higher`` on the CPU (results/benchmarks/COST.md), which put
@@ -67,10 +69,13 @@ def _higher(model, train_x, weigh, meta, loss, steps, inner_lr) -> Tensor:
 
 
 def _func(model, train_x, weigh, meta, loss, steps, inner_lr) -> Tensor:
-    params = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
+    # the first inner step runs the model itself (no parameter swap) and differentiates with
+    # respect to its parameters with autograd.grad, which fills no .grad; later steps and the
+    # meta loss run the fast weights through functional_call
+    params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
-    for _ in range(steps):
-        train_loss = weigh(functional_call(model, (params, buffers), (train_x,)))
-        grads = torch.autograd.grad(train_loss, list(params.values()), create_graph=True)
+    for step in range(steps):
+        out = model(train_x) if step == 0 else functional_call(model, (params, buffers), (train_x,))
+        grads = torch.autograd.grad(weigh(out), list(params.values()), create_graph=True)
         params = {n: p - inner_lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
     return loss(functional_call(model, (params, buffers), (meta.x,)), meta.y).mean()

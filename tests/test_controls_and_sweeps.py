@@ -140,3 +140,18 @@ def test_tuned_settings_refuse_a_grid_over_what_was_tuned(tmp_path, capsys):
     assert main(["run", "--scenario", "balancing", "--source", "digits", "--methods", "bads",
                  "--settings", "tuned", "--grid", "steps=10,20", "--out", str(tmp_path)]) == 2
     assert "changes the problem" in capsys.readouterr().err
+
+
+def test_controls_can_be_compared_on_validation_to_choose_without_the_test_split():
+    rows = []
+    for seed in (0, 1):
+        rows += [run_row(f"a{seed}", "bads", seed, 0.9, bads_hp(1.0)),
+                 run_row(f"e{seed}", "bads_frozen", seed, 0.8, bads_hp(1e-5, frozen=True))]
+    curves = pd.DataFrame([(r, 10, "val", "accuracy", v) for r, v in
+                           [("a0", 0.5), ("a1", 0.5), ("e0", 0.7), ("e1", 0.6)]],
+                          columns=["run_id", "step", "split", "metric_name", "value"])
+    on_test = summarize(pd.DataFrame(rows), curves).set_index("method")
+    on_val = summarize(pd.DataFrame(rows), curves, compare_on="val").set_index("method")
+    assert on_test.loc["bads", "selection"] == "yes"
+    assert on_val.loc["bads", "selection"] == "NO"
+    assert on_val.loc["bads", "vs_controls"] == "bads_frozen -0.1500 (0/2)"

@@ -28,16 +28,19 @@ from methods import MODEL_LR, controls_of, get_method
 BLOCK = ["scenario", "source", "profile", "meta_per_class"]
 
 
-def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame) -> pd.DataFrame:
+def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
+                          metric: str = "final_metric") -> pd.DataFrame:
     """``table`` (one row per configuration, with its ``config`` hash) with two columns added:
     ``selection`` ("yes", "NO", "incomplete", or "" where no control ran) and ``vs_controls``
     ("bads_frozen +0.0120 (2/3), ..." : the paired mean difference and the seeds won, or
-    "bads_prior_only: no match")."""
+    "bads_prior_only: no match"). ``metric`` is the per-run column compared: ``final_metric``
+    (the test metric of the last iterate) or ``val_score`` (validation, for choosing settings
+    without reading the test split)."""
     table = table.copy()
     table["selection"], table["vs_controls"] = "", ""
     if ok_runs.empty:
         return table
-    per_config = {cfg: runs.set_index("seed")["final_metric"]
+    per_config = {cfg: runs.set_index("seed")[metric]
                   for cfg, runs in ok_runs.groupby("config")}
     configs = {cfg: json.loads(c) for cfg, c in
                ok_runs.groupby("config")["config_json"].first().items()}

@@ -100,7 +100,8 @@ def weights_summary(statuses: pd.Series) -> str:
     return ", ".join(f"{name} {n}/{len(statuses)}" for name, n in counts.items())
 
 
-def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
+def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
+              compare_on: str = "test") -> pd.DataFrame:
     """One row per configuration (scenario, source, profile, method, meta_per_class and every
     other setting and hyperparameter, shown as the ``config`` hash) over the ok runs.
 
@@ -116,8 +117,9 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     auroc (mean over seeds of the final weights' separation of the favoured group), data_share
     and data/prior (BADS: the data term's share of φ's gradient, and its ratio to the prior's,
     medians over evaluations, mean and median over seeds), selection and vs_controls (for a
-    method whose controls ran in the same block: see ``controls.compare_with_controls``), and
-    n_bad (runs that diverged or failed).
+    method whose controls ran in the same block: see ``controls.compare_with_controls``; on the
+    final test metric, or with ``compare_on="val"`` on val_score), and n_bad (runs that diverged
+    or failed).
     """
     from .controls import compare_with_controls
 
@@ -160,8 +162,34 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     table = table.astype({"n": int, "n_bad": int, "n_degenerate": int}).reset_index()
     table["weights"] = table["weights"].fillna("")
     table["params"] = table["params"].fillna("")
-    table = compare_with_controls(table, ok)
-    return _relative_to_train_only(table)
+    table = compare_with_controls(table, ok, "val_score" if compare_on == "val" else "final_metric")
+    return _relative_to_train_only(_in_order(table))
+
+
+def _in_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows by block (as they first appear), then methods in registry order, then the values of
+    the varying parameters (numerically)."""
+    from methods import list_methods
+
+    rank = {m: i for i, m in enumerate(list_methods())}
+    blocks = ["scenario", "source", "profile", "meta_per_class"]
+    first = {key: i for i, key in enumerate(dict.fromkeys(map(tuple, table[blocks].astype(str).values)))}
+    keys = [(first[tuple(r)], rank.get(m, len(rank)), m, _param_key(p)) for r, m, p in
+            zip(table[blocks].astype(str).values, table["method"], table["params"], strict=True)]
+    order = sorted(range(len(table)), key=lambda i: keys[i])
+    return table.iloc[order].reset_index(drop=True)
+
+
+def _param_key(params: str) -> tuple:
+    """``lr_w=0.001 sigma=1e-05`` as ((name, number-or-text), ...), for a numeric sort."""
+    out = []
+    for token in str(params).split():
+        name, _, value = token.partition("=")
+        try:
+            out.append((name, 0, float(value), ""))
+        except ValueError:
+            out.append((name, 1, 0.0, value))
+    return tuple(out)
 
 
 def _relative_to_train_only(table: pd.DataFrame) -> pd.DataFrame:
