@@ -19,7 +19,7 @@ EXAMPLES = """examples:
       --profile paper --set meta_per_class=5 --out runs/mnist
   dps-bench tune --scenario balancing --methods train_only,bads --budget 8 --out runs/tune
   dps-bench run --scenario balancing --methods train_only,bads --settings tuned --out runs/tuned
-  dps-bench run --scenario balancing --methods bads,bads_prior_only,bads_frozen --seeds 1000,1001 \
+  dps-bench run --scenario balancing --methods bads,bads_prior_only,bads_frozen --seeds 1000,1001 \\
       --grid sigma=1e-5,1e-3,0.1,1,10,100 --grid lr_w=1e-4,1e-3,1e-2 --out runs/sigma
   dps-bench report --out runs/balancing
   dps-bench reproduce --profile quick --out results
@@ -239,7 +239,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         store = Store(path)
         if not store.runs_path.exists():
             raise DpsBenchError(f"no runs.csv in {path}; run `dps-bench run ... --out {path}`")
-        tables[label] = summarize_store(store, args.compare_on)
+        tables[label] = summarize_store(store, args.compare_on, args.controls_side_by_side)
     if args.side_by_side:
         try:
             table = side_by_side(tables)
@@ -250,6 +250,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             for label, t in tables.items():
                 t.insert(0, "results", label)
         table = pd.concat(tables.values(), ignore_index=True)
+    if args.methods:
+        table = table[table["method"].isin(_csv_list(args.methods))]
     if args.columns:
         wanted = _csv_list(args.columns)
         missing = [c for c in wanted if c not in table.columns]
@@ -407,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     p.add_argument("--columns", help="only these columns, in this order (comma-separated, "
                                      "e.g. method,params,final_mean,selection)")
+    p.add_argument("--methods", help="only the rows of these methods (comma-separated)")
+    p.add_argument("--controls-side-by-side", action="store_true",
+                   help="next to a method's row, each matched control's final_mean, val_mean and "
+                        "auroc (columns '<control> <column>')")
     p.add_argument("--compare-on", choices=("test", "val"), default="test",
                    help="what the `selection`/`vs_controls` columns compare a method with its "
                         "controls on: test (default; the final test metric) or val (the "

@@ -65,8 +65,10 @@ class ClassActHparams:
 
 
 class ClassAct(Method):
-    """Online learnability selection: the learner's loss minus a Dm-trained reference's loss,
-    on a super-batch every step; the learner trains on the top (or sampled) fraction."""
+    """Online learnability selection on a super-batch each step (Evans et al. 2024).
+
+    Learnability is the learner's loss minus a Dm-trained reference model's; the learner trains
+    on the top (or sampled) fraction of each super-batch."""
 
     Hparams = ClassActHparams
     search_space = {MODEL_LR: MODEL_LR_RANGE, "keep": Choice(0.25, 0.5, 0.75)}

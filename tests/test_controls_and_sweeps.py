@@ -155,3 +155,16 @@ def test_controls_can_be_compared_on_validation_to_choose_without_the_test_split
     assert on_test.loc["bads", "selection"] == "yes"
     assert on_val.loc["bads", "selection"] == "NO"
     assert on_val.loc["bads", "vs_controls"] == "bads_frozen -0.1500 (0/2)"
+
+
+def test_controls_side_by_side_lends_the_matched_controls_columns():
+    rows = []
+    for seed in (0, 1):
+        rows += [run_row(f"a{seed}", "bads", seed, 0.9, bads_hp(1.0)),
+                 run_row(f"b{seed}", "bads", seed, 0.7, bads_hp(1e-5)),
+                 run_row(f"c{seed}", "bads_prior_only", seed, 0.8, bads_hp(1.0, rho_w=0.0)),
+                 run_row(f"d{seed}", "bads_prior_only", seed, 0.6, bads_hp(1e-5, rho_w=0.0))]
+    table = summarize(pd.DataFrame(rows), controls_side_by_side=True)
+    bads = table[table["method"] == "bads"].set_index("params")
+    assert bads.loc["sigma=1", "bads_prior_only final_mean"] == 0.8
+    assert bads.loc["sigma=1e-05", "bads_prior_only final_mean"] == 0.6

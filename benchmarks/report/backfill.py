@@ -36,6 +36,8 @@ def fill_weights_status(runs: pd.DataFrame, store: Store) -> pd.DataFrame:
     return runs
 
 
-def summarize_store(store: Store, compare_on: str = "test") -> pd.DataFrame:
+def summarize_store(store: Store, compare_on: str = "test", controls_side_by_side: bool = False
+                    ) -> pd.DataFrame:
     """``summarize`` of a results directory, ``weights_status`` filled in for older runs."""
-    return summarize(fill_weights_status(store.runs(), store), store.curves(), compare_on)
+    return summarize(fill_weights_status(store.runs(), store), store.curves(), compare_on,
+                     controls_side_by_side)

@@ -3,11 +3,12 @@
 A control is the same method with its selection mechanism switched off (``methods.base.control``:
 ``bads_prior_only`` has no data term in U_φ, ``bads_frozen`` keeps every weight at β,
 ``blo_frozen`` keeps the weights equal). A row of a method with registered controls counts as
-selection only if, on the seeds both ran, its final test metric beats every control that ran in
-the same block (scenario, source, profile, Dm size): the paired mean difference over the common
-seeds is positive. Which row of a control is compared: with several configurations of it in the
-block (a sweep), the one with the same settings and the same value of every hyperparameter the
-control neither pins nor ignores (the prior-only control at the same σ and φ learning rate); with
+selection only if, on the seeds both ran, its final test metric (or, with ``compare_on="val"``,
+its validation score) beats every control that ran in the same block (scenario, source, profile,
+meta_per_class): the paired mean difference over the common seeds is positive (the count of
+seeds won is shown, not required). Which row of a control is compared: with several
+configurations of it in the block (a sweep), the one with the same settings and the same value of
+every hyperparameter the control neither pins nor ignores (the prior-only control at the same σ and φ learning rate); with
 one, that one if its settings are the row's but for the model learning rate ``lr`` (which tuning
 sets per method). A control that ran but could not be compared (no matching configuration, no
 common seed) makes the verdict ``incomplete``, never ``yes``.
@@ -28,16 +29,23 @@ from methods import MODEL_LR, controls_of, get_method
 BLOCK = ["scenario", "source", "profile", "meta_per_class"]
 
 
+SIDE_COLUMNS = ("final_mean", "val_mean", "auroc")  # a matched control's columns, next to its method
+
+
 def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
-                          metric: str = "final_metric") -> pd.DataFrame:
+                          metric: str = "final_metric", side_by_side: bool = False
+                          ) -> pd.DataFrame:
     """``table`` (one row per configuration, with its ``config`` hash) with two columns added:
     ``selection`` ("yes", "NO", "incomplete", or "" where no control ran) and ``vs_controls``
     ("bads_frozen +0.0120 (2/3), ..." : the paired mean difference and the seeds won, or
     "bads_prior_only: no match"). ``metric`` is the per-run column compared: ``final_metric``
     (the test metric of the last iterate) or ``val_score`` (validation, for choosing settings
-    without reading the test split)."""
+    without reading the test split). With ``side_by_side``, each matched control's row also
+    lends its SIDE_COLUMNS to the method's row, as ``<control> <column>``."""
     table = table.copy()
     table["selection"], table["vs_controls"] = "", ""
+    by_config = table.set_index("config")
+    lent: dict[str, dict] = {}
     if ok_runs.empty:
         return table
     per_config = {cfg: runs.set_index("seed")[metric]
@@ -62,6 +70,10 @@ def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
                 verdicts.append(None)
                 parts.append(f"{name}: no match" if match is None else f"{name}: no common seed")
                 continue
+            if side_by_side:
+                for column in SIDE_COLUMNS:
+                    if column in by_config:
+                        lent.setdefault(f"{name} {column}", {})[i] = by_config.at[match, column]
             diff = mine.loc[common] - theirs.loc[common]
             verdicts.append(bool(diff.mean() > 0))
             parts.append(f"{name} {diff.mean():+.4f} ({int((diff > 0).sum())}/{len(common)})")
@@ -69,6 +81,8 @@ def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
             table.at[i, "selection"] = ("NO" if False in verdicts
                                         else "incomplete" if None in verdicts else "yes")
             table.at[i, "vs_controls"] = ", ".join(parts)
+    for column, values in lent.items():
+        table[column] = pd.Series(values, dtype=float)
     return table
 
 

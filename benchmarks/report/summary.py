@@ -101,7 +101,7 @@ def weights_summary(statuses: pd.Series) -> str:
 
 
 def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
-              compare_on: str = "test") -> pd.DataFrame:
+              compare_on: str = "test", controls_side_by_side: bool = False) -> pd.DataFrame:
     """One row per configuration (scenario, source, profile, method, meta_per_class and every
     other setting and hyperparameter, shown as the ``config`` hash) over the ok runs.
 
@@ -118,8 +118,9 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
     and data/prior (BADS: the data term's share of φ's gradient, and its ratio to the prior's,
     medians over evaluations, mean and median over seeds), selection and vs_controls (for a
     method whose controls ran in the same block: see ``controls.compare_with_controls``; on the
-    final test metric, or with ``compare_on="val"`` on val_score), and n_bad (runs that diverged
-    or failed).
+    final test metric, or with ``compare_on="val"`` on val_score; with
+    ``controls_side_by_side``, also each matched control's final_mean, val_mean and auroc as
+    ``<control> <column>``), and n_bad (runs that diverged or failed).
     """
     from .controls import compare_with_controls
 
@@ -162,7 +163,8 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
     table = table.astype({"n": int, "n_bad": int, "n_degenerate": int}).reset_index()
     table["weights"] = table["weights"].fillna("")
     table["params"] = table["params"].fillna("")
-    table = compare_with_controls(table, ok, "val_score" if compare_on == "val" else "final_metric")
+    table = compare_with_controls(table, ok, "val_score" if compare_on == "val" else "final_metric",
+                                  controls_side_by_side)
     return _relative_to_train_only(_in_order(table))
 
 
