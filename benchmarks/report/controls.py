@@ -8,10 +8,10 @@ its validation score) beats every control that ran in the same block (scenario, 
 meta_per_class): the paired mean difference over the common seeds is positive (the count of
 seeds won is shown, not required). Which row of a control is compared: with several
 configurations of it in the block (a sweep), the one with the same settings and the same value of
-every hyperparameter the control neither pins nor ignores (the prior-only control at the same σ and φ learning rate); with
-one, that one if its settings are the row's but for the model learning rate ``lr`` (which tuning
-sets per method). A control that ran but could not be compared (no matching configuration, no
-common seed) makes the verdict ``incomplete``, never ``yes``.
+every hyperparameter the control neither pins nor ignores (the prior-only control at the same σ
+and φ learning rate); with one, that one if its settings are the row's but for the model learning
+rate ``lr`` (which tuning sets per method). A control that ran but could not be compared (no
+matching configuration, no common seed) makes the verdict ``incomplete``, never ``yes``.
 
 Note that ``bads_prior_only`` is not selection-free with a weight network: the prior's gradient
 on φ = [v, b] is Σ_i q_i·[e_i, 1]·(Ŝ − K)/σ², which moves v along the embeddings and can separate
