@@ -324,10 +324,12 @@ class BADS(Method):
 BADSPriorOnly = control(
     BADS, "bads", "bads_prior_only", {"rho_w": 0.0},
     "Control: BADS with ρ_w = 0, so only the sparsity prior moves φ (no data term in U_φ).",
+    qualname="BADSPriorOnly",
 )
 BADSFrozen = control(
-    BADS, "bads", "bads_frozen", {"freeze_weights": True},
+    BADS, "bads", "bads_frozen", {"freeze_weights": True, "bias_init": "logit_beta"},
     "Control: BADS with φ frozen at its start, every weight β: weighted training on Dt ∪ Dm.",
     inert=("lr_w", "sigma", "rho_w", "w_optimizer", "s_avg", "weights", "concat_label",
            "weight_storage"),
+    qualname="BADSFrozen",
 )

@@ -205,14 +205,17 @@ def hparam_fields(cls: type[Method]) -> dict[str, Any]:
 
 
 def control(base: type[Method], base_name: str, name: str, fixed: dict[str, Any], doc: str,
-            inert: tuple[str, ...] = (), uses_meta_batch: bool | None = None) -> type[Method]:
+            inert: tuple[str, ...] = (), uses_meta_batch: bool | None = None,
+            qualname: str | None = None) -> type[Method]:
     """A control of ``base``: the same method with one mechanism switched off by pinning the
     hyperparameters ``fixed`` (e.g. BADS with ρ_w = 0). A control is a method of its own in the
     registry, so sweeps and ``tune`` take it like any other; its scenario defaults are those of
     ``base_name``, and its search space is the base's without the pinned names and without
     ``inert`` (the names that no longer change anything, e.g. φ's learning rate once φ is frozen).
-    ``uses_meta_batch=False`` for a control that no longer reads Bm. A result of ``base`` counts
-    as selection only where it beats its controls on the same seeds (``dps-bench report``).
+    ``uses_meta_batch=False`` for a control that no longer reads Bm. ``qualname``: the module
+    variable the class is assigned to, so that it pickles (e.g. into worker processes). A result
+    of ``base`` counts as selection only where it beats its controls on the same seeds
+    (``dps-bench report``).
     """
     unknown = set(fixed) - {f.name for f in dataclasses.fields(base.Hparams)}
     if unknown:
@@ -226,6 +229,7 @@ def control(base: type[Method], base_name: str, name: str, fixed: dict[str, Any]
     if uses_meta_batch is not None:
         attrs["uses_meta_batch"] = uses_meta_batch
     cls = type(name, (base,), attrs)
+    cls.__qualname__ = qualname or name
     original_init = base.__init__
 
     def __init__(self, ctx: Context, hparams: Any | None = None) -> None:

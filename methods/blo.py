@@ -139,5 +139,5 @@ BLOFrozen = control(
     BLO, "blo", "blo_frozen", {"freeze_weights": True},
     "Control: blo with its weights frozen at the start (all equal): plain training on Dt.",
     inert=("k", "inner_lr", "lr_w", "w_optimizer", "backend", "weights", "concat_label",
-           "weight_storage"), uses_meta_batch=False,
+           "weight_storage"), uses_meta_batch=False, qualname="BLOFrozen",
 )

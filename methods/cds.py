@@ -2,7 +2,11 @@
 Machine Translation Training with Trusted Data and Online Data Selection").
 
 Offline (``prepare``, timed apart from the steps): a copy θ_base of the initial model is trained
-on Dt, a copy of it is fine-tuned on Dm into θ_ft, and each training example gets the score
+on Dt (``pretrain_steps``), a copy of it is fine-tuned on Dm into θ_ft (``finetune_steps``), both
+with their own optimiser (Adam at 1e-3 by default, ``score_optimizer``/``score_lr``: with the
+learner's optimiser, the paper profile's SGD at 1e-3, a few hundred steps leave the scoring models
+near their initialisation and the scores near 0); their mean losses on Dm are logged
+(``base_loss_meta``, ``tuned_loss_meta``, split ``weights``). Each training example gets the score
 
     s_i = l(z_i; θ_base) − l(z_i; θ_ft)    (= log p(z_i; θ_ft) − log p(z_i; θ_base) for NLL losses)
 
@@ -38,7 +42,8 @@ from .search import MODEL_LR, MODEL_LR_RANGE, Choice
 class CDSHparams:
     """beta: size of the exported selection, ⌊β·N_t⌋; r_floor: least fraction of a minibatch
     kept; half_life: H as a fraction of the run's steps (0: no annealing); the scoring models
-    train ``pretrain_steps`` on Dt and ``finetune_steps`` on Dm with the model optimiser."""
+    train ``pretrain_steps`` on Dt and ``finetune_steps`` on Dm with ``score_optimizer`` (adam at
+    ``score_lr``, or ``model``: the scenario's model optimiser)."""
 
     beta: float = 0.05
     r_floor: float = 0.1
@@ -46,12 +51,23 @@ class CDSHparams:
     pretrain_steps: int = 1000
     finetune_steps: int = 200
     batch_size: int = 100
+    score_optimizer: str = "adam"
+    score_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         check_selection(self.beta, self.r_floor, self.batch_size,
                         self.pretrain_steps, self.finetune_steps)
         if self.half_life < 0:
             raise ValueError(f"half_life must be >= 0, got {self.half_life}")
+        check_optimizer(self.score_optimizer, self.score_lr)
+
+
+def check_optimizer(name: str, lr: float) -> None:
+    """A scoring or reference model's optimiser: ``adam`` or ``model``, with a positive lr."""
+    if name not in ("adam", "model"):
+        raise ValueError(f"the scoring optimiser must be adam or model, got {name!r}")
+    if not lr > 0:
+        raise ValueError(f"the scoring learning rate must be > 0, got {lr}")
 
 
 def check_selection(beta: float, r_floor: float, batch_size: int, *step_counts: int) -> None:
@@ -62,9 +78,19 @@ def check_selection(beta: float, r_floor: float, batch_size: int, *step_counts: 
         raise ValueError("step counts must be >= 0 and batch_size >= 1")
 
 
-def train_copy(model: nn.Module, ctx: Context, data: Batch, steps: int, batch: int) -> nn.Module:
-    """``steps`` optimiser steps of the model optimiser on uniform minibatches of ``data``."""
-    opt = ctx.make_optimizer(model.parameters())
+def train_copy(model: nn.Module, ctx: Context, data: Batch, steps: int, batch: int,
+               optimizer: str = "model", lr: float = 1e-3) -> nn.Module:
+    """``steps`` optimiser steps of ``model`` on uniform minibatches of ``data`` (drawn with the
+    method's generator), in place; returns ``model``. ``optimizer``: ``model`` (the scenario's
+    model optimiser) or ``adam`` (Adam at ``lr``, independent of the learner's settings, so a
+    scoring or reference model is trained even where the learner's schedule is slow: the paper
+    profile's SGD at 1e-3 barely moves a model in a few hundred steps)."""
+    if optimizer == "model":
+        opt = ctx.make_optimizer(model.parameters())
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        raise ValueError(f"optimizer must be model or adam, got {optimizer!r}")
     for _ in range(steps):
         idx = torch.randint(len(data), (min(batch, len(data)),), generator=ctx.generator)
         idx = idx.to(data.x.device)
@@ -93,16 +119,23 @@ class CDS(Method):
                              "ctx.total_steps, or half_life=0 for a constant r_floor")
         self.opt = ctx.make_optimizer(ctx.model.parameters())
         self.scores: Tensor | None = None
+        self.scoring_losses: dict[str, float] = {}
         self.t = 0
 
     def prepare(self) -> None:
         ctx, hp = self.ctx, self.hp
         base = train_copy(copy.deepcopy(ctx.model), ctx, ctx.train_set, hp.pretrain_steps,
-                          hp.batch_size)
+                          hp.batch_size, hp.score_optimizer, hp.score_lr)
         tuned = train_copy(copy.deepcopy(base), ctx, ctx.meta_set, hp.finetune_steps,
-                           hp.batch_size)
+                           hp.batch_size, hp.score_optimizer, hp.score_lr)
+        self.scoring_losses = {"base_loss_meta": losses_of(base, ctx, ctx.meta_set).mean().item(),
+                               "tuned_loss_meta": losses_of(tuned, ctx, ctx.meta_set).mean().item()}
         scores = losses_of(base, ctx, ctx.train_set) - losses_of(tuned, ctx, ctx.train_set)
         self.set_scores(check_finite(scores, "cds's scores (the Dt and Dm-tuned models' losses)"))
+
+    def diagnostics(self) -> dict[str, float]:
+        """The scoring models' mean losses on Dm (θ_base's, θ_ft's): did fine-tuning take?"""
+        return dict(self.scoring_losses)
 
     def set_scores(self, scores: Tensor) -> None:
         """Fix s_i for every example of Dt, and the global top ⌊β·N_t⌋ that weights() exports."""

@@ -2,10 +2,14 @@
 Schwarz, Tanno, Hénaff, 2024, "Bad Students Make Great Teachers: Active Learning Accelerates
 Large-Scale Visual Understanding"; the classification variant of their ActiveCLIP).
 
-A reference model θ_ref is trained on the curated data (here Dm: ``ref_steps`` steps of the model
-optimiser from the initial model, in ``prepare``, timed apart) and then frozen. At every step the
-harness draws a super-batch of |Bt|/keep examples (``Pool.batch_scale``), each is scored by its
-learnability under the current learner θ,
+A reference model θ_ref is trained on the curated data (here Dm: ``ref_steps`` steps from the
+initial model with its own optimiser, Adam at ``ref_lr`` = 1e-3 by default, in ``prepare``, timed
+apart) and then frozen; its mean loss on Dm is logged (``ref_loss_meta``, split ``weights``). Its
+own optimiser because the learner's may barely move a model in a few hundred steps (the paper
+profile's SGD at 1e-3), which would leave θ_ref ≈ θ_0 and the score l(θ) − l(θ_0) instead of
+Evans et al.'s learnability against a trained reference (``ref_optimizer=model`` restores it).
+At every step the harness draws a super-batch of |Bt|/keep examples (``Pool.batch_scale``),
+each is scored by its learnability under the current learner θ,
 
     s_i = l(z_i; θ) − l(z_i; θ_ref),
 
@@ -39,21 +43,24 @@ import torch
 from torch import Tensor
 
 from .base import Batch, Context, Method, Pool, check_finite, count_of, over_chunks
-from .cds import losses_of, train_copy
+from .cds import check_optimizer, losses_of, train_copy
 from .search import MODEL_LR, MODEL_LR_RANGE, Choice
 
 
 @dataclass
 class ClassActHparams:
     """keep: fraction of each super-batch trained on (its size is |Bt|/keep); selection: top |
-    softmax; ref_steps, batch_size: the reference model's training on Dm; beta: size of the
-    exported selection ⌊β·N_t⌋."""
+    softmax; ref_steps, batch_size, ref_optimizer (adam | model: the scenario's model
+    optimiser), ref_lr (adam's): the reference model's training on Dm; beta: size of the exported
+    selection ⌊β·N_t⌋."""
 
     keep: float = 0.5
     selection: str = "top"
-    ref_steps: int = 200
+    ref_steps: int = 500
     batch_size: int = 100
     beta: float = 0.05
+    ref_optimizer: str = "adam"
+    ref_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         if not 0 < self.keep <= 1 or not 0 < self.beta <= 1:
@@ -62,6 +69,7 @@ class ClassActHparams:
             raise ValueError(f"selection must be top or softmax, got {self.selection!r}")
         if self.ref_steps < 0 or self.batch_size < 1:
             raise ValueError("ref_steps must be >= 0 and batch_size >= 1")
+        check_optimizer(self.ref_optimizer, self.ref_lr)
 
 
 class ClassAct(Method):
@@ -85,10 +93,16 @@ class ClassAct(Method):
     def prepare(self) -> None:
         ctx, hp = self.ctx, self.hp
         reference = train_copy(copy.deepcopy(ctx.model), ctx, ctx.meta_set, hp.ref_steps,
-                               hp.batch_size)
+                               hp.batch_size, hp.ref_optimizer, hp.ref_lr)
         reference.eval().requires_grad_(False)
-        check_finite(losses_of(reference, ctx, ctx.meta_set), "classact's reference model's loss on Dm")
+        ref_loss = check_finite(losses_of(reference, ctx, ctx.meta_set),
+                                "classact's reference model's loss on Dm")
+        self.ref_loss_meta = ref_loss.mean().item()
         self.reference = reference
+
+    def diagnostics(self) -> dict[str, float]:
+        """The reference model's mean loss on Dm (is it trained?)."""
+        return {"ref_loss_meta": self.ref_loss_meta} if self.reference is not None else {}
 
     @torch.no_grad()
     def learnability(self, x: Tensor, y: Tensor) -> Tensor:

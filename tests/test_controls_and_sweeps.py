@@ -168,3 +168,16 @@ def test_controls_side_by_side_lends_the_matched_controls_columns():
     bads = table[table["method"] == "bads"].set_index("params")
     assert bads.loc["sigma=1", "bads_prior_only final_mean"] == 0.8
     assert bads.loc["sigma=1e-05", "bads_prior_only final_mean"] == 0.6
+
+
+def test_controls_pickle_and_pin_what_makes_them_controls():
+    """Controls reach worker processes by pickle, and ``bads_frozen`` cannot start its weights
+    anywhere but β (a zero bias would make them all 0.5)."""
+    import pickle
+
+    for name in ("bads_prior_only", "bads_frozen", "blo_frozen"):
+        assert pickle.loads(pickle.dumps(get_method(name))) is get_method(name)
+    frozen = get_method("bads_frozen")
+    assert frozen.fixed["bias_init"] == "logit_beta"
+    with pytest.raises(ValueError, match="bias_init"):
+        frozen(None, frozen.Hparams(freeze_weights=True, bias_init="zero"))

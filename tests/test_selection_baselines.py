@@ -195,6 +195,31 @@ def test_classact_scores_the_minority_above_the_majority_once_the_learner_fits_d
 
 def test_classact_rejects_bad_settings():
     cls = get_method("classact")
-    for bad in (dict(keep=0.0), dict(keep=1.5), dict(selection="random"), dict(ref_steps=-1)):
+    for bad in (dict(keep=0.0), dict(keep=1.5), dict(selection="random"), dict(ref_steps=-1),
+                dict(ref_optimizer="sgd"), dict(ref_lr=0.0)):
         with pytest.raises(ValueError):
             cls.Hparams(**bad)
+
+
+@pytest.mark.parametrize("name", ["classact", "cds"])
+def test_scoring_models_train_with_their_own_optimiser_where_the_learners_barely_moves(name):
+    """With a learner optimiser too slow to move a model (SGD at 1e-6), the default Adam still
+    trains ClassAct's reference and CDS's Dm-tuned model (their Dm loss, logged as a diagnostic,
+    drops well below the initial model's), while ``optimizer=model`` leaves them where they
+    started, as the learner's schedule would."""
+    cls = get_method(name)
+    losses = {}
+    for optimiser in ("adam", "model"):
+        torch.manual_seed(0)
+        ctx = noisy_problem()
+        ctx.make_optimizer = lambda p: torch.optim.SGD(p, lr=1e-6)
+        initial = bce(ctx.model(ctx.meta_set.x), ctx.meta_set.y).mean().item()
+        key = "ref_optimizer" if name == "classact" else "score_optimizer"
+        steps = {"ref_steps": 200} if name == "classact" else {"pretrain_steps": 100,
+                                                              "finetune_steps": 200}
+        method = cls(ctx, cls.Hparams(**{key: optimiser, **steps}))
+        method.prepare()
+        logged = method.diagnostics()
+        losses[optimiser] = logged["ref_loss_meta" if name == "classact" else "tuned_loss_meta"]
+    assert losses["adam"] < 0.7 * initial
+    assert losses["model"] == pytest.approx(initial, rel=1e-3)

@@ -6,7 +6,9 @@ A control is the same method with its selection mechanism switched off (``method
 selection only if, on the seeds both ran, its final test metric (or, with ``compare_on="val"``,
 its validation score) beats every control that ran in the same block (scenario, source, profile,
 meta_per_class): the paired mean difference over the common seeds is positive (the count of
-seeds won is shown, not required). Which row of a control is compared: with several
+seeds won is shown, not required), and none of its runs ended with degenerate weights (collapsed or
+uniform): a row that beats its controls with degenerate weights is marked ``degenerate``, since
+its gain did not come from selecting. Which row of a control is compared: with several
 configurations of it in the block (a sweep), the one with the same settings and the same value of
 every hyperparameter the control neither pins nor ignores (the prior-only control at the same σ
 and φ learning rate); with one, that one if its settings are the row's but for the model learning
@@ -36,7 +38,7 @@ def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
                           metric: str = "final_metric", side_by_side: bool = False
                           ) -> pd.DataFrame:
     """``table`` (one row per configuration, with its ``config`` hash) with two columns added:
-    ``selection`` ("yes", "NO", "incomplete", or "" where no control ran) and ``vs_controls``
+    ``selection`` ("yes", "NO", "incomplete", "degenerate", or "" where no control ran) and ``vs_controls``
     ("bads_frozen +0.0120 (2/3), ..." : the paired mean difference and the seeds won, or
     "bads_prior_only: no match"). ``metric`` is the per-run column compared: ``final_metric``
     (the test metric of the last iterate) or ``val_score`` (validation, for choosing settings
@@ -74,16 +76,27 @@ def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
                 for column in SIDE_COLUMNS:
                     if column in by_config:
                         lent.setdefault(f"{name} {column}", {})[i] = by_config.at[match, column]
-            diff = mine.loc[common] - theirs.loc[common]
+            diff = (mine.loc[common] - theirs.loc[common]).dropna()
+            if diff.empty:  # e.g. --compare-on val for runs stored without validation curves
+                verdicts.append(None)
+                parts.append(f"{name}: no {'validation score' if metric == 'val_score' else metric}")
+                continue
             verdicts.append(bool(diff.mean() > 0))
-            parts.append(f"{name} {diff.mean():+.4f} ({int((diff > 0).sum())}/{len(common)})")
+            parts.append(f"{name} {diff.mean():+.4f} ({int((diff > 0).sum())}/{len(diff)})")
         if verdicts:
-            table.at[i, "selection"] = ("NO" if False in verdicts
-                                        else "incomplete" if None in verdicts else "yes")
+            verdict = "NO" if False in verdicts else "incomplete" if None in verdicts else "yes"
+            if verdict == "yes" and _degenerate(row):
+                verdict = "degenerate"  # beats its controls, but not by selecting
+            table.at[i, "selection"] = verdict
             table.at[i, "vs_controls"] = ", ".join(parts)
     for column, values in lent.items():
         table[column] = pd.Series(values, dtype=float)
     return table
+
+
+def _degenerate(row: pd.Series) -> bool:
+    n = row.get("n_degenerate")
+    return bool(n) and not pd.isna(n) and int(n) > 0
 
 
 def _registered_controls(method: str) -> list[str]:
