@@ -80,7 +80,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Batch, Context, Method, control, count_of, require_meta
+from .base import DIAGNOSTIC_EVERY, Batch, Context, Method, control, count_of, require_meta
 from .langevin import Noise
 from .search import LogUniform
 from .weighting import ExampleWeights, check_weights
@@ -88,7 +88,6 @@ from .weighting import ExampleWeights, check_weights
 # ∂L/∂a = g·w(1 − w) for w = sigmoid(a), given g = ∂L/∂w and w: one kernel
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.default
 DIAGNOSTICS = ("grad_prior", "grad_data", "data_share", "sum_gap")
-DIAGNOSTIC_EVERY = 10  # steps between two samples of the gradient split (off the other steps' path)
 
 
 @dataclass

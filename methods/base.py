@@ -179,6 +179,8 @@ class Method(ABC):
         return {}
 
 
+DIAGNOSTIC_EVERY = 10  # steps between two samples of a weight gradient's size (diagnostics)
+
 def count_of(fraction: float, n: int, ceil: bool = False) -> int:
     """⌊fraction·n⌋ (or ⌈fraction·n⌉), robust to rounding: 0.29·100 = 28.999999999999996 → 29."""
     x = fraction * n

@@ -29,12 +29,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Batch, Context, Method, control, require_meta
+from .base import DIAGNOSTIC_EVERY, Batch, Context, Method, control, require_meta
 from .lookahead import check_backend, inner_lr_of, lookahead_meta_loss
 from .search import MODEL_LR, MODEL_LR_RANGE, Choice, LogUniform
 from .weighting import ExampleWeights, check_weights
-
-DIAGNOSTIC_EVERY = 10  # steps between two samples of the hypergradient's size
 
 
 @dataclass

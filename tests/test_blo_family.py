@@ -226,10 +226,16 @@ def test_mwn_takes_the_hand_written_step_in_both_forms(backend, form):
     method = cls(ctx, cls.Hparams(normalize=normalize, detach_input=detach, v_optimizer="sgd",
                                   lr_v=0.3, v_weight_decay=0.0, backend=backend))
     train, meta = ctx.train_set, ctx.meta_set
+    psi_before = [p.detach().clone() for p in method.vnet.parameters()]
     psi_expected, theta_expected = hand_written_mwn_step(
         model, method.vnet, ctx, train, meta, alpha=0.5, lr=0.5, lr_v=0.3,
         normalize=normalize, detach=detach)
     method.step(train, meta)
+    hypergradient = torch.cat([((a - b) / 0.3).flatten()
+                               for a, b in zip(psi_before, psi_expected, strict=True)])
+    assert method.diagnostics()["grad_data"] == pytest.approx(float(hypergradient.norm()),
+                                                             rel=1e-6)
+    assert method.diagnostics() == {}  # reset once read
     for a, b in zip(method.vnet.parameters(), psi_expected, strict=True):
         torch.testing.assert_close(a.detach(), b, rtol=1e-9, atol=1e-12)
     for a, b in zip(model.parameters(), theta_expected, strict=True):

@@ -53,18 +53,18 @@ def problem(meta_x: torch.Tensor):
     return ctx, train, meta
 
 
-def small_hparams(name: str):
+def small_hparams(name: str, **overrides):
     """Defaults, with the offline scoring of the selection baselines cut to a few steps."""
     cls = get_method(name)
     fields = {f.name for f in dataclasses.fields(cls.Hparams)}
     fast = {k: 5 for k in ("pretrain_steps", "finetune_steps", "ref_steps") if k in fields}
-    return cls.Hparams(**{**cls.fixed, **fast})
+    return cls.Hparams(**{**cls.fixed, **fast, **overrides})
 
 
-def first_steps(name: str, ctx, train, meta, steps: int = 3) -> list[float]:
+def first_steps(name: str, ctx, train, meta, steps: int = 3, **overrides) -> list[float]:
     """Every value logged or diagnosed over ``steps`` steps (raises NonFiniteError through)."""
     cls = get_method(name)
-    method = cls(ctx, small_hparams(name))
+    method = cls(ctx, small_hparams(name, **overrides))
     method.prepare()
     tb = PoolBatches(method.pool(), train, meta, 20, torch.Generator().manual_seed(2), ctx.device)
     mb = SplitBatches(meta, 10, torch.Generator().manual_seed(3), ctx.device)
@@ -76,17 +76,28 @@ def first_steps(name: str, ctx, train, meta, steps: int = 3) -> list[float]:
     return values
 
 
-@pytest.mark.parametrize("name", list_methods())
-def test_a_nan_in_dm_surfaces_as_non_finite(name):
+# both of mwn's forms and both of l2rw's all-clipped rules, besides every method's defaults
+VARIANTS = [(name, {}) for name in list_methods()] + [
+    ("mwn", {"normalize": True, "detach_input": False}), ("l2rw", {"all_clipped": "uniform"})]
+
+
+@pytest.mark.parametrize(("name", "overrides"), VARIANTS,
+                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}"
+                              for n, o in VARIANTS])
+def test_a_nan_in_dm_surfaces_as_non_finite(name, overrides):
+    """The NaN must show in a logged value (so the harness records the run as diverged) and
+    must reach the model (no fallback that trains on with finite but meaningless weights)."""
     ctx, train, meta = problem(torch.full((12, 4), math.nan))
     try:
-        values = first_steps(name, ctx, train, meta)
+        values = first_steps(name, ctx, train, meta, **overrides)
     except NonFiniteError:
         return  # surfaced before any step could hide it
+    params_finite = all(bool(torch.isfinite(p).all()) for p in ctx.model.parameters())
     if name in BLIND_TO_DM:
-        assert all(math.isfinite(v) for v in values)
+        assert all(math.isfinite(v) for v in values) and params_finite
     else:
         assert not all(math.isfinite(v) for v in values), f"{name} hid a NaN in Dm"
+        assert not params_finite, f"{name} trained on finite values despite a NaN in Dm"
 
 
 @pytest.mark.parametrize("name", [m for m in list_methods() if get_method(m).uses_meta_batch])

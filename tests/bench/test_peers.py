@@ -114,17 +114,9 @@ def state(setup: RunSetup, peer=None) -> list[torch.Tensor]:
     return [t.detach().clone() for t in tensors]
 
 
-@pytest.mark.parametrize("scenario", list(BENCH_SCENARIOS))
-@pytest.mark.parametrize("method", list(PEER_CLASSES))
-def test_suite_is_as_fast_as_torchopt(scenario, method):
-    pytest.importorskip("torchopt", reason="the peer benchmark needs torchopt: "
-                                           "pip install 'dps-bench[peers]' (tox -e bench has it)")
-    default = get_method(method).Hparams().backend
-    suite = quick_setup(scenario, method)
-    peer_setup = quick_setup(scenario, method)  # same seed: same model, V and batch streams
-    peer = PEER_CLASSES[method](peer_setup)
-    peer_setup = dataclasses.replace(peer_setup, method=peer)
-    # the same step from the same state, before anything is timed
+def check_same_step(suite: RunSetup, peer_setup: RunSetup, peer, method: str) -> None:
+    """The suite's step and the peer's, from the same state on the same batches, agree: the
+    resulting θ (and V), l2rw's batch weights, and mwn's hypergradient on V."""
     bt, bm = suite.next_batches()
     bt2, bm2 = peer_setup.next_batches()
     assert torch.equal(bt.index, bt2.index) and torch.equal(bm.index, bm2.index)
@@ -135,6 +127,30 @@ def test_suite_is_as_fast_as_torchopt(scenario, method):
     peer.step(bt2, bm2)
     for a, b in zip(state(suite), state(peer_setup, peer), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    if method == "mwn":  # V's hypergradient itself: at lr_v 1e-5 one step may not move V at all
+        for a, b in zip(suite.method.vnet.parameters(), peer.vnet.parameters(), strict=True):
+            assert a.grad is not None and b.grad is not None and a.grad.abs().sum() > 0
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("scenario", list(BENCH_SCENARIOS))
+@pytest.mark.parametrize("method", list(PEER_CLASSES))
+def test_suite_is_as_fast_as_torchopt(scenario, method):
+    pytest.importorskip("torchopt", reason="the peer benchmark needs torchopt: "
+                                           "pip install 'dps-bench[peers]' (tox -e bench has it)")
+    default = get_method(method).Hparams().backend
+    suite = quick_setup(scenario, method)
+    peer_setup = quick_setup(scenario, method)  # same seed: same model, V and batch streams
+    peer = PEER_CLASSES[method](peer_setup)
+    peer_setup = dataclasses.replace(peer_setup, method=peer)
+    # the same step from the same state, before anything is timed; in full float32 on CUDA
+    # (cuDNN's TF32 convolutions would differ between the two graphs by more than the tolerance)
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        check_same_step(suite, peer_setup, peer, method)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
     other = "func" if default == "higher" else "higher"
     setups = {default: suite, other: quick_setup(scenario, method, {"backend": other}),
