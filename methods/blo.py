@@ -14,9 +14,10 @@ so the outer problem can only move weight between examples, not shrink the step 
 normalise the same way). The initial weights are all 0.5 (v = 0, b = 0). Only the ratios of the
 weights matter, so the degenerate-weights test judges them scale-free (``weights_relative``).
 
-The hypergradient's backward pass reaches only φ (``backward(inputs=...)``): the look-ahead's
-detached copy of θ is a leaf that requires grad, and a plain ``backward()`` would also run the
-meta loss's gradient into it (two extra convolution backwards per step) only to discard it.
+The hypergradient's backward pass reaches only φ (``backward(inputs=...)``): the look-ahead
+starts from θ (``func``) or from a detached copy of θ that requires grad (``higher``), and a plain
+``backward()`` would also run the meta loss's gradient into it (two extra convolution backwards
+per step) only to discard it, or leave it in θ's ``.grad``.
 
 ``freeze_weights=True`` (the ``blo_frozen`` control) skips the look-ahead: every normalised
 weight stays 1/|Bt|, i.e. plain training on Dt with the model optimiser.

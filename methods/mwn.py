@@ -25,7 +25,7 @@ each scenario takes the form of the matching script:
 
 In both scripts the look-ahead is one plain SGD step at the model's current learning rate
 (``meta_lr``), which ``inner_lr=0`` follows. The meta loss's backward pass reaches only ψ
-(``backward(inputs=...)``), not the look-ahead's detached copy of θ. ``weights()`` gives
+(``backward(inputs=...)``), not the θ the look-ahead starts from. ``weights()`` gives
 V of each training example's current loss (raw, before ω).
 """
 
@@ -128,7 +128,7 @@ class MWN(Method):
         meta_loss = lookahead_meta_loss(ctx.model, train.x, weigh, meta, ctx.loss, steps=1,
                                         inner_lr=self.alpha, backend=hp.backend)
         self.vnet_opt.zero_grad(set_to_none=True)
-        meta_loss.backward(inputs=list(self.vnet.parameters()))  # ψ only, not θ's copy
+        meta_loss.backward(inputs=list(self.vnet.parameters()))  # ψ only, not θ
         if self.t % DIAGNOSTIC_EVERY == 0:  # the hypergradient's size (reads it on the host)
             self._grad_sum += float(torch.linalg.vector_norm(torch.cat(
                 [p.grad.flatten() for p in self.vnet.parameters() if p.grad is not None])))
