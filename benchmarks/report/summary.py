@@ -209,7 +209,8 @@ def side_by_side(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per (scenario, source, profile, method, meta_per_class) and, per labelled table
     (e.g. ``paper`` and ``tuned`` results), ``<label>`` = "final_mean ± final_std (n)",
     ``<label> selected`` = selected_mean, ``<label> degenerate`` = n_degenerate/n (n/a for
-    methods without weights) and ``<label> beats controls`` (yes / NO where its controls ran)."""
+    methods without weights) and ``<label> beats controls`` (the ``selection`` verdict where its
+    controls ran). Rows in registry order within each block."""
     block = ["scenario", "source", "profile", "method", "meta_per_class"]
     merged: pd.DataFrame | None = None
     for label, table in tables.items():
@@ -228,8 +229,10 @@ def side_by_side(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                                      for r in repeated.itertuples()}))
             raise ValueError(f"{label}: several configurations of {rows}; a side-by-side "
                              "report needs one per method and Dm size (use the plain report)")
-        merged = part if merged is None else merged.merge(part, on=block, how="outer")
-    return merged if merged is not None else pd.DataFrame(columns=block)
+        merged = part if merged is None else merged.merge(part, on=block, how="outer", sort=False)
+    if merged is None:
+        return pd.DataFrame(columns=block)
+    return _in_order(merged.assign(params="")).drop(columns="params")
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
