@@ -181,6 +181,30 @@ class Method(ABC):
 
 DIAGNOSTIC_EVERY = 10  # steps between two samples of a weight gradient's size (diagnostics)
 
+
+class SampledMean:
+    """The mean of a diagnostic sampled on every DIAGNOSTIC_EVERY-th step since it was last
+    taken (blo's and mwn's hypergradient size): ``due()`` once per step says whether to sample
+    (so the host read stays off the other steps' path), ``add`` records a sample, ``take(name)``
+    returns ``{name: mean}`` (``{}`` with no sample) and starts over."""
+
+    def __init__(self) -> None:
+        self.t, self.total, self.count = 0, 0.0, 0
+
+    def due(self) -> bool:
+        due = self.t % DIAGNOSTIC_EVERY == 0
+        self.t += 1
+        return due
+
+    def add(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+
+    def take(self, name: str) -> dict[str, float]:
+        out = {name: self.total / self.count} if self.count else {}
+        self.total, self.count = 0.0, 0
+        return out
+
 def count_of(fraction: float, n: int, ceil: bool = False) -> int:
     """⌊fraction·n⌋ (or ⌈fraction·n⌉), robust to rounding: 0.29·100 = 28.999999999999996 → 29."""
     x = fraction * n

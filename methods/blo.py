@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import DIAGNOSTIC_EVERY, Batch, Context, Method, control, require_meta
+from .base import Batch, Context, Method, SampledMean, control, require_meta
 from .lookahead import check_backend, inner_lr_of, lookahead_meta_loss
 from .search import MODEL_LR, MODEL_LR_RANGE, Choice, LogUniform
 from .weighting import ExampleWeights, check_weights
@@ -78,7 +78,7 @@ class BLO(Method):
         self.alpha = inner_lr_of(self.opt, hp.inner_lr)
         self.w = ExampleWeights(ctx, hp.weights, 0.0, hp.w_optimizer, hp.lr_w,
                                 concat_label=hp.concat_label, storage=hp.weight_storage)
-        self.t, self._grad_sum, self._grad_count = 0, 0.0, 0
+        self.grad_size = SampledMean()
 
     @property
     def weights_relative(self) -> bool:
@@ -97,10 +97,8 @@ class BLO(Method):
             steps=self.hp.k, inner_lr=self.alpha, backend=self.hp.backend)
         self.w.zero_grad()
         meta_loss.backward(inputs=self.w.grad_inputs())  # φ only, not the look-ahead's θ copy
-        if self.t % DIAGNOSTIC_EVERY == 0:
-            self._grad_sum += self.w.grad_norm_of_last_backward()
-            self._grad_count += 1
-        self.t += 1
+        if self.grad_size.due():
+            self.grad_size.add(self.w.grad_norm_of_last_backward())
         self.w.step()
 
         with torch.no_grad():
@@ -124,11 +122,7 @@ class BLO(Method):
     def diagnostics(self) -> dict[str, float]:
         """``grad_data``: ‖∇_φ L_m(θ'_k)‖, the hypergradient's size, averaged over the steps
         sampled every DIAGNOSTIC_EVERY since the last call (blo's only term: it has no prior)."""
-        if not self._grad_count:
-            return {}
-        out = {"grad_data": self._grad_sum / self._grad_count}
-        self._grad_sum, self._grad_count = 0.0, 0
-        return out
+        return self.grad_size.take("grad_data")
 
     def weights(self) -> Tensor:
         return self.w.all()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import DIAGNOSTIC_EVERY, Batch, Context, Method, over_chunks, require_meta
+from .base import Batch, Context, Method, SampledMean, over_chunks, require_meta
 from .lookahead import check_backend, inner_lr_of, lookahead_meta_loss
 from .search import MODEL_LR, MODEL_LR_RANGE, LogUniform
 
@@ -110,7 +110,7 @@ class MWN(Method):
         else:
             self.vnet_opt = torch.optim.Adam(self.vnet.parameters(), lr=hp.lr_v,
                                              weight_decay=hp.v_weight_decay)
-        self.t, self._grad_sum, self._grad_count = 0, 0.0, 0
+        self.grad_size = SampledMean()
 
     @property
     def weights_relative(self) -> bool:
@@ -129,11 +129,9 @@ class MWN(Method):
                                         inner_lr=self.alpha, backend=hp.backend)
         self.vnet_opt.zero_grad(set_to_none=True)
         meta_loss.backward(inputs=list(self.vnet.parameters()))  # ψ only, not θ
-        if self.t % DIAGNOSTIC_EVERY == 0:  # the hypergradient's size (reads it on the host)
-            self._grad_sum += float(torch.linalg.vector_norm(torch.cat(
-                [p.grad.flatten() for p in self.vnet.parameters() if p.grad is not None])))
-            self._grad_count += 1
-        self.t += 1
+        if self.grad_size.due():  # the hypergradient's size (reads it on the host)
+            self.grad_size.add(float(torch.linalg.vector_norm(torch.cat(
+                [p.grad.flatten() for p in self.vnet.parameters() if p.grad is not None]))))
         self.vnet_opt.step()
 
         self.opt.zero_grad(set_to_none=True)
@@ -150,11 +148,7 @@ class MWN(Method):
         """``grad_data``: ‖∇_ψ L_m(θ')‖, the size of V's hypergradient (its only term: MW-Net has
         no prior on ψ), averaged over the steps sampled every DIAGNOSTIC_EVERY since the last
         call; before weight decay."""
-        if not self._grad_count:
-            return {}
-        out = {"grad_data": self._grad_sum / self._grad_count}
-        self._grad_sum, self._grad_count = 0.0, 0
-        return out
+        return self.grad_size.take("grad_data")
 
     def weights(self) -> Tensor:
         model, loss = self.ctx.model, self.ctx.loss

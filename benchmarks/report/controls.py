@@ -96,7 +96,7 @@ def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
 
 def _degenerate(row: pd.Series) -> bool:
     n = row.get("n_degenerate")
-    return bool(n) and not pd.isna(n) and int(n) > 0
+    return pd.notna(n) and int(n) > 0
 
 
 def _registered_controls(method: str) -> list[str]:
