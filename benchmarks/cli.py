@@ -1,9 +1,10 @@
-"""The ``dps-bench`` command: list | run | tune | reproduce | report | download."""
+"""The ``dps-bench`` command: list | run | tune | reproduce | report | verify | store | download."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 
 from methods import UnknownMethodError, get_method, hparam_fields, list_methods
@@ -137,9 +138,12 @@ def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, pro
     specs = plan(scenario_name, source, profile, methods, seeds, settings, hparams, per_method,
                  setting_axes, hparam_axes)
     result = run_sweep(specs, out, data_dir=args.data_dir, device=args.device,
-                       progress=None if not args.no_progress else False, force=args.force)
+                       progress=None if not args.no_progress else False, force=args.force,
+                       threads=args.threads, jobs=args.jobs)
     print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
-          f"{len(result.failed)} failed; results in {out}/runs.csv")
+          f"{len(result.failed)} failed"
+          + (f", {result.elsewhere} left to another process" if result.elsewhere else "")
+          + f"; results in {out}/runs.csv")
     if result.failed:
         print("failed runs (rerun the same command to retry them):", file=sys.stderr)
         for f in result.failed:
@@ -211,7 +215,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   settings, hparams, args.out, _tuned_dir(args), strategy=args.strategy,
                   search_seed=args.search_seed, window=args.window, data_dir=args.data_dir,
                   device=args.device, progress=None if not args.no_progress else False,
-                  force=args.force,
+                  force=args.force, threads=args.threads, jobs=args.jobs,
                   command="dps-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     for path in result.written:
         print(f"tuned: {path}")
@@ -264,6 +268,56 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .report import to_markdown
+    from .verify import verify
+
+    def show(v) -> None:
+        print(f"  {v.method} seed={v.seed} ({v.run_id}): {v.verdict}"
+              + (f", largest difference {v.max_abs_diff:.3g}" if v.verdict == "DIFFERS" else "")
+              + (f"; {v.note}" if v.note else ""), flush=True)
+
+    print(f"rerunning {'all' if args.sample == 0 else f'up to {args.sample}'} complete runs of "
+          f"{args.store} at this code:", flush=True)
+    verdicts = verify(args.store, None if args.sample == 0 else args.sample, args.seed,
+                      args.tolerance, args.data_dir,
+                      _csv_list(args.methods) if args.methods else None, on_result=show)
+    table = pd.DataFrame([vars(v) for v in verdicts])
+    print(to_markdown(table[["method", "seed", "run_id", "stored", "now", "max_abs_diff",
+                             "verdict", "note"]]))
+    bad = table[table["verdict"].isin(["DIFFERS", "STALE"])]
+    if len(bad):
+        print(f"{len(bad)} of {len(table)} runs do not reproduce at this code: regenerate them "
+              f"(`dps-bench run ... --out {args.store} --force`, or the command in "
+              "results/README.md) and commit the new numbers", file=sys.stderr)
+        return 1
+    print(f"all {len(table)} runs reproduce ({', '.join(sorted(set(table['verdict'])))})")
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    store = Store(args.store)
+    if args.action == "check":
+        report = store.check()
+        kind = "old-format store (views only)" if report.legacy else "store"
+        if report.ok:
+            print(f"{args.store}: {kind}, {report.runs} runs, every file reads cleanly")
+            return 0
+        print(f"{args.store}: {kind}, {report.runs} readable runs; problems:")
+        for line in report.problems:
+            print("  " + line)
+        print(f"run `dps-bench store repair {args.store}` to set damaged files aside and rebuild "
+              "the views (nothing is deleted)")
+        return 1
+    for line in store.repair():
+        print(line)
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from .data.mnist import FASHION_MNIST, MNIST, data_dir, download
 
@@ -286,6 +340,29 @@ def _problem_options(p: argparse.ArgumentParser, set_help: str) -> None:
                                       "(default: $DPS_DATA_DIR)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+
+
+def _machine_options(p: argparse.ArgumentParser) -> None:
+    """--threads and --jobs, shared by run, tune and reproduce."""
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="intra-op CPU threads per run (default 1: the suite's models are small, "
+                        "and more threads than free cores slow a step 15-200x); recorded with "
+                        "each run")
+    p.add_argument("--jobs", type=_positive, default=1,
+                   help="runs trained at once, in separate processes (default 1). Give each a "
+                        "core: jobs x threads <= cores. Times per step are then taken under "
+                        "contention (rows record `jobs` and `load_avg`): measure costs with "
+                        "--jobs 1 on a quiet machine, or with `tox -e bench`")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _settings_options(p: argparse.ArgumentParser, more: str = "") -> None:
@@ -327,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(not the controls that pin it or ignore it); repeatable, e.g. "
                         "--grid sigma=1e-5,1e-3,1 --grid lr_w=1e-4,1e-3")
     _settings_options(p)
+    _machine_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true",
                    help="rerun runs already complete in --out (each old row is replaced only "
@@ -370,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results directory of the tuning runs")
     p.add_argument("--tuned-dir", help="where the tuned YAML files go (default: the suite's "
                                        "benchmarks/configs/tuned)")
+    _machine_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="rerun tuning runs already complete")
     p.set_defaults(func=cmd_tune)
@@ -394,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override every experiment's number of steps")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     _settings_options(p, "; tuned results go to OUT/<its out>-tuned")
+    _machine_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="rerun runs already complete")
     p.set_defaults(func=lambda a: cmd_references(a) if a.list else cmd_reproduce(a))
@@ -419,6 +499,41 @@ def build_parser() -> argparse.ArgumentParser:
                         "validation score, to choose settings without reading the test split)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser(
+        "verify", help="rerun a sample of a results directory's runs and compare with the stored "
+                       "numbers",
+        description="Rerun complete runs of a results directory at this code, with their "
+                    "recorded configuration, seed and thread count, and compare every curve value "
+                    "and the status with what is stored: exact (bit for bit), within tolerance, "
+                    "DIFFERS, or STALE (an older suite version). Exit status 1 if any run does "
+                    "not reproduce. Nothing in the directory is changed.",
+        epilog="examples:\n  dps-bench verify results/balancing/mnist1d-quick --sample 3\n"
+               "  dps-bench verify results/balancing/mnist-short --methods bads --data-dir "
+               "../shared/data --sample 0",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", metavar="DIR", help="results directory written by run/reproduce/tune")
+    p.add_argument("--sample", type=int, default=5,
+                   help="how many complete runs to rerun, drawn at random (default 5; 0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--methods", help="only runs of these methods (comma-separated)")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="largest absolute difference still counted as agreement (default 0: "
+                        "exact, as on the CPU; allow some on a GPU)")
+    p.add_argument("--data-dir", help="directory holding <source>/ data files (for real-data "
+                                      "stores; default: $DPS_DATA_DIR)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "store", help="check a results directory's files, or repair it",
+        description="check: read every file of a results directory and say what is damaged. "
+                    "repair: set damaged run records and unreadable rows aside in DIR/damaged/ "
+                    "(nothing is deleted; their runs are trained again by the next run), convert "
+                    "an old-format store to one record per run, and rebuild runs.csv and "
+                    "curves.csv from the records.")
+    p.add_argument("action", choices=("check", "repair"))
+    p.add_argument("store", metavar="DIR", help="results directory")
+    p.set_defaults(func=cmd_store)
+
     p = sub.add_parser("download", help="fetch and verify MNIST or Fashion-MNIST (needs internet)")
     p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
     p.add_argument("--data-dir", help="files go to DATA_DIR/<dataset>/ (default: $DPS_DATA_DIR)")
@@ -426,8 +541,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the run in progress is abandoned, finished runs are kept."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except DpsBenchError as e:
@@ -436,10 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownMethodError as e:
         print(f"dps-bench: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ndps-bench: interrupted; completed runs are saved. Run the same command again "
-              "to resume.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"\ndps-bench: {'terminated' if isinstance(e, _Terminated) else 'interrupted'}; "
+              "completed runs are saved. Run the same command again to resume.", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -206,11 +206,15 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
     return RunSetup(method, ctx, train_batches, meta_batches, datasets, prepare_s)
 
 
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5
+
+
 def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device,
         on_step: Callable[[int], None] | None = None) -> RunOutcome:
     """Train ``spec.method`` on ``data`` for ``settings.steps`` steps and evaluate it.
 
-    Raises nothing for a diverging run: it returns status ``diverged`` with the step and a hint.
+    Raises nothing for a diverging run (status ``diverged``) or one that runs out of memory
+    (status ``oom``): it returns that status with the step and a hint.
     """
     started = time.perf_counter()
     settings = scenario.Settings(**spec.settings)
@@ -278,6 +282,14 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
         lr_fields = [k for k in spec.hparams if k.startswith("lr") or k.endswith("_lr")]
         hint = " or ".join(["--set lr=..."] + [f"--set {spec.method}.{k}=..." for k in lr_fields])
         error = f"{e}; lower the learning rate ({hint})"
+    except (OUT_OF_MEMORY, MemoryError) as e:
+        status = "oom"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        error = (f"out of memory at step {step + 1} on {device} ({first}); use a smaller "
+                 "--set batch_size=... or profile, fewer --jobs, or another device")
+        curves = [c for c in curves if c[0] <= step]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
     frame = pd.DataFrame(curves, columns=["step", "split", "metric_name", "value"])
     test = frame[(frame.split == "test")]["value"]

@@ -1,25 +1,35 @@
 """A grid of runs (methods x seeds) on one scenario, source and profile; resumable.
 
 Runs already complete in the store (same run_id, i.e. the same resolved configuration) are
-skipped. The scenario's data is built once per seed and shared by all methods. A run that raises
-is recorded with status ``error`` (and retried by the next invocation); the sweep goes on.
+skipped. The scenario's data is built once per seed and shared by all methods (per process). A
+run that raises is recorded with status ``error``, one that runs out of memory with ``oom`` (both
+retried by the next invocation); the sweep goes on. Several processes can share an output
+directory: each run is trained by the one that claims it first (``Store.claim``). Each row records
+the code that made it (``code_sha``, ``git_sha``), the threads, the parallel jobs and the machine's
+load at its start, so stale or contended numbers can be told apart.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
+import multiprocessing
+import os
+import signal
 import subprocess
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .config import RunSpec, derive_seed, resolve_hparams, resolve_settings
+from .config import SUITE_VERSION, RunSpec, derive_seed, resolve_hparams, resolve_settings
 from .data import load_source
 from .errors import ConfigError
 from .harness import run
@@ -33,6 +43,7 @@ class SweepResult:
     ran: int
     skipped: int
     failed: list[str]
+    elsewhere: int = 0  # left to another process training them in the same store
 
 
 @functools.cache
@@ -100,78 +111,234 @@ def plan(scenario_name: str, source: str | None, profile: str, methods: list[str
     return specs
 
 
+def code_sha() -> str:
+    """SHA-256 (12 hex digits) of the suite's code that computes results: every ``.py`` file of
+    ``methods/`` and ``benchmarks/`` (path and content), and the suite version. Unlike
+    ``git_sha`` it needs no checkout and sees uncommitted edits."""
+    return _code_sha()
+
+
+@functools.cache
+def _code_sha() -> str:
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(f"suite_version={SUITE_VERSION}".encode())
+    for package in ("methods", "benchmarks"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def default_threads() -> int:
+    """Intra-op threads per run when none is given: 1. The suite's models are small; on a busy
+    2-core machine torch's default of one thread per core made their steps 15-200x slower
+    (OpenMP threads spinning against each other), and one thread per run with ``--jobs`` runs
+    side by side uses the cores better."""
+    return 1
+
+
+def oversubscribed(jobs: int, threads: int) -> str | None:
+    """A warning if the machine's 1-minute load plus this sweep's ``jobs``·``threads`` exceeds
+    its cores (times per step then include waiting for a core), else None."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load + jobs * threads > (cores or 1) + 0.5:
+        return (f"warning: the machine looks oversubscribed (load {load:.1f} on {cores} cores, "
+                f"and this sweep adds {jobs} job(s) x {threads} thread(s)); times per step will "
+                "be inflated. Compare times only within a quiet run (the column load_avg records "
+                "the load at each run's start).")
+    return None
+
+
 def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None,
-              device: str = "auto", progress: bool | None = None, force: bool = False
-              ) -> SweepResult:
+              device: str = "auto", progress: bool | None = None, force: bool = False,
+              threads: int | None = None, jobs: int = 1) -> SweepResult:
     """Run every spec not yet complete in ``out`` (every spec with ``force``, replacing the old
-    rows once each new run is done); returns what ran, was skipped, failed."""
+    rows once each new run is done); returns what ran, was skipped, failed.
+
+    ``threads`` intra-op threads per run (default ``default_threads()``), ``jobs`` runs at once
+    (separate processes; their times are then taken under contention, which the rows record in
+    ``jobs``). The destination is checked before anything trains (StoreError). Runs that another
+    process is training in the same ``out`` (see ``Store.claim``) are left to it."""
+    threads = threads or default_threads()
+    if threads < 1 or jobs < 1:
+        raise ConfigError(f"--threads and --jobs must be at least 1 (got {threads}, {jobs})")
     dev = resolve_device(device)
-    git_sha()  # read the code version now, before anything can change the checkout mid-sweep
+    git_sha(), code_sha()  # read the code version now, before the checkout can change mid-sweep
     store = Store(out)
+    store.prepare()
+    specs = list({s.run_id: s for s in specs}.values())  # --seeds 0,0: one run, not two
     done = set() if force else store.completed()
     todo = [s for s in specs if s.run_id not in done]
     skipped = len(specs) - len(todo)
     failed: list[str] = []
     if skipped:
         tqdm.write(f"{skipped} of {len(specs)} runs already complete in {out}; skipping them")
+        stale = _stale(store, {s.run_id for s in specs} & done)
+        if stale:
+            tqdm.write(stale.replace("OUT", str(out)))
     if not todo:
         return SweepResult(0, skipped, failed)
-    source_data = load_source(todo[0].source, data_dir)
-    scenario = get_scenario(todo[0].scenario)
-    built: dict[str, object] = {}
-    total_steps = sum(s.settings["steps"] for s in todo)
+    warning = oversubscribed(jobs, threads)
+    if warning:
+        tqdm.write(warning)
     disable = {True: False, False: True, None: None}[progress]  # None: only on a terminal
-    bar = tqdm(total=total_steps, unit="step", disable=disable, dynamic_ncols=True, desc="sweep")
-    for i, spec in enumerate(todo, 1):
-        key = json.dumps([spec.seed, spec.settings], sort_keys=True)
-        if key not in built:
+    context = _Context(str(out), data_dir, str(dev), threads, jobs, force)
+    elsewhere: list[str] = []
+    if jobs == 1:
+        torch.set_num_threads(threads)
+        total_steps = sum(s.settings["steps"] for s in todo)
+        bar = tqdm(total=total_steps, unit="step", disable=disable, dynamic_ncols=True,
+                   desc="sweep")
+        for i, spec in enumerate(todo, 1):
+            bar.set_postfix_str(f"{spec.method} seed={spec.seed}")
+            try:
+                line, error = _run_one(spec, context, bar.update)
+            except KeyboardInterrupt:
+                bar.close()
+                raise
+            _report(i, len(todo), spec, line, error, failed, elsewhere)
+        bar.close()
+    else:
+        bar = tqdm(total=len(todo), unit="run", disable=disable, dynamic_ncols=True, desc="sweep")
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            futures = {pool.submit(_run_one, spec, context, None): spec for spec in todo}
+            try:
+                for i, future in enumerate(as_completed(futures), 1):
+                    spec = futures[future]
+                    try:
+                        line, error = future.result()
+                    except Exception as e:  # a worker that died (killed, out of memory)
+                        line = f"ERROR worker died: {type(e).__name__}: {e}"
+                        error = f"{spec.method} seed={spec.seed}: worker died: {e}"
+                    _report(i, len(todo), spec, line, error, failed, elsewhere)
+                    bar.update(1)
+            except KeyboardInterrupt:
+                pool.shutdown(wait=True, cancel_futures=True)
+                bar.close()
+                raise
+        bar.close()
+    if elsewhere:
+        tqdm.write(f"{len(elsewhere)} runs were being trained by another process on {out} "
+                   f"({'; '.join(elsewhere[:3])}{'; ...' if len(elsewhere) > 3 else ''}); they "
+                   "are left to it: run this command again once it has finished")
+    return SweepResult(len(todo) - len(elsewhere), skipped, failed, len(elsewhere))
+
+
+@dataclass(frozen=True)
+class _Context:
+    out: str
+    data_dir: str | None
+    device: str
+    threads: int
+    jobs: int
+    force: bool
+
+
+_BUILT: dict[str, object] = {}  # per process: the scenario data of the last (seed, settings)
+_SOURCES: dict[tuple, object] = {}
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
+
+
+def _run_one(spec: RunSpec, context: _Context, advance) -> tuple[str, str | None]:
+    """Train one run (unless another process holds it) and write it to the store. Returns the
+    line to print and, for a failed run, its error with a short traceback."""
+    store = Store(context.out)
+    if not context.force and store.is_complete(spec.run_id):
+        return "already complete (finished by another process)", None
+    if not store.claim(spec.run_id, force=context.force):
+        holder = store.holder(spec.run_id) or {}
+        return f"ELSEWHERE pid {holder.get('pid')} on {holder.get('host')}", None
+    try:
+        dev = torch.device(context.device)
+        source_key = (spec.source, context.data_dir)
+        if source_key not in _SOURCES:
+            _SOURCES.clear()
+            _SOURCES[source_key] = load_source(spec.source, context.data_dir)
+        scenario = get_scenario(spec.scenario)
+        key = json.dumps([spec.scenario, spec.source, spec.seed, spec.settings], sort_keys=True)
+        if key not in _BUILT:
             data_seed = derive_seed(spec.seed, spec.scenario, spec.source)
             settings = scenario.Settings(**spec.settings)
-            built = {key: scenario.build(source_data, settings, data_seed)}  # keep one at a time
-        bar.set_postfix_str(f"{spec.method} seed={spec.seed}")
-        last = [0]
+            _BUILT.clear()  # keep one at a time
+            _BUILT[key] = scenario.build(_SOURCES[source_key], settings, data_seed)
+        last = [0, time.monotonic()]
 
-        def advance(step: int, last: list[int] = last) -> None:
-            bar.update(step - last[0])
+        def on_step(step: int) -> None:
+            if advance is not None:
+                advance(step - last[0])
             last[0] = step
+            if time.monotonic() - last[1] > 30:  # show the lease's owner is alive
+                store.renew(spec.run_id)
+                last[1] = time.monotonic()
 
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         t0 = time.perf_counter()
         try:
-            outcome = run(spec, scenario, built[key], dev, on_step=advance)
-        except KeyboardInterrupt:
-            bar.close()
-            raise
+            outcome = run(spec, scenario, _BUILT[key], dev, on_step=on_step)
         except Exception as e:  # recorded, the sweep goes on; retried on the next invocation
             tb = traceback.format_exc(limit=-3)
-            row = _row(spec, dev, "error", f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+            row = _row(spec, dev, "error", f"{type(e).__name__}: {e}", time.perf_counter() - t0,
+                       context, load)
             store.write(row, _empty_curves(), None)
-            failed.append(f"{spec.method} seed={spec.seed}: {type(e).__name__}: {e}\n{tb}")
-            bar.update(spec.settings["steps"] - last[0])
-            tqdm.write(f"[{i}/{len(todo)}] {spec.method} seed={spec.seed}: ERROR {e}")
-            continue
-        row = _row(spec, dev, outcome.status, outcome.error, outcome.wall_s)
+            if advance is not None:
+                advance(spec.settings["steps"] - last[0])
+            return f"ERROR {e}", f"{spec.method} seed={spec.seed}: {type(e).__name__}: {e}\n{tb}"
+        row = _row(spec, dev, outcome.status, outcome.error, outcome.wall_s, context, load)
         row.update(final_metric=outcome.final_metric, best_metric=outcome.best_metric,
                    time_per_step_ms=outcome.time_per_step_ms, peak_mem_mb=outcome.peak_mem_mb,
                    prepare_s=round(outcome.prepare_s, 3), weights_status=outcome.weights_status)
         store.write(row, outcome.curves, outcome.weights)
-        bar.update(spec.settings["steps"] - last[0])
-        tqdm.write(f"[{i}/{len(todo)}] {spec.method} seed={spec.seed}: {outcome.status} "
-                   f"{scenario.metric_name}={outcome.final_metric:.4f} "
-                   f"({outcome.time_per_step_ms:.2f} ms/step, {outcome.peak_mem_mb:.2f} MB, "
-                   f"{outcome.wall_s:.1f} s)" + (f" {outcome.error}" if outcome.error else "")
-                   + (f" WEIGHTS {outcome.weights_status.upper()}"
-                      if outcome.weights_status in DEGENERATE else ""))
-    bar.close()
-    return SweepResult(len(todo), skipped, failed)
+        if advance is not None:
+            advance(spec.settings["steps"] - last[0])
+        line = (f"{outcome.status} {scenario.metric_name}={outcome.final_metric:.4f} "
+                f"({outcome.time_per_step_ms:.2f} ms/step, {outcome.peak_mem_mb:.2f} MB, "
+                f"{outcome.wall_s:.1f} s)" + (f" {outcome.error}" if outcome.error else "")
+                + (f" WEIGHTS {outcome.weights_status.upper()}"
+                   if outcome.weights_status in DEGENERATE else ""))
+        return line, (f"{spec.method} seed={spec.seed}: {outcome.error}"
+                      if outcome.status == "oom" else None)
+    finally:
+        store.release(spec.run_id)
+
+
+def _report(i: int, n: int, spec: RunSpec, line: str, error: str | None, failed: list[str],
+            elsewhere: list[str]) -> None:
+    if error:
+        failed.append(error)
+    if line.startswith("ELSEWHERE"):
+        elsewhere.append(f"{spec.method} seed={spec.seed}: {line[len('ELSEWHERE '):]}")
+        line = "left to another process (" + line[len("ELSEWHERE "):] + ")"
+    tqdm.write(f"[{i}/{n}] {spec.method} seed={spec.seed}: {line}")
+
+
+def _stale(store: Store, ids: set[str]) -> str | None:
+    """A note if some of the complete runs ``ids`` were made by other code than this."""
+    runs = store.runs()
+    runs = runs[runs["run_id"].isin(ids)]
+    recorded = runs["code_sha"] if "code_sha" in runs.columns else pd.Series("", index=runs.index)
+    recorded = recorded.astype(object).where(recorded.notna(), "")
+    other = runs[recorded != code_sha()]
+    if other.empty:
+        return None
+    versions = ", ".join(sorted({f"code {c or 'unrecorded'} (git {g})" for c, g in
+                                 zip(recorded[other.index], other["git_sha"], strict=True)}))
+    return (f"note: {len(other)} of these complete runs were made by other code ({versions}; "
+            f"this is code {code_sha()}), so their numbers may differ from what this code gives. "
+            "`dps-bench verify OUT` reruns a sample and compares; `--force` reruns them all.")
 
 
 def _empty_curves():
-    import pandas as pd
-
     return pd.DataFrame(columns=["step", "split", "metric_name", "value"])
 
 
-def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: float) -> dict:
+def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: float,
+         context: _Context, load_avg: float) -> dict:
     scenario = get_scenario(spec.scenario)
     return {
         "run_id": spec.run_id, "scenario": spec.scenario, "source": spec.source,
@@ -182,5 +349,6 @@ def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: f
         "device": str(device), "status": status, "error": error,
         "config_json": spec.to_json(), "torch_version": torch.__version__, "git_sha": git_sha(),
         "wall_s": round(wall_s, 3), "threads": torch.get_num_threads(), "prepare_s": 0.0,
-        "weights_status": "",
+        "weights_status": "", "code_sha": code_sha(), "jobs": context.jobs,
+        "load_avg": round(load_avg, 2),
     }

@@ -170,7 +170,8 @@ def tune(scenario_name: str, source: str | None, profile: str, methods: list[str
          seeds: list[int], settings_over: dict[str, Any], hparams_over: dict[str, dict],
          out: str | Path, tuned_dir: Path, strategy: str = "random", search_seed: int = 0,
          window: int = 3, data_dir: str | None = None, device: str = "auto",
-         progress: bool | None = None, force: bool = False, command: str = "") -> TuneResult:
+         progress: bool | None = None, force: bool = False, command: str = "",
+         threads: int | None = None, jobs: int = 1) -> TuneResult:
     """Run every method's ``budget`` configurations, then write each method's chosen one."""
     if budget < 1:
         raise ConfigError(f"--budget must be at least 1, got {budget}")
@@ -185,7 +186,7 @@ def tune(scenario_name: str, source: str | None, profile: str, methods: list[str
               for m in methods}
     specs = [s for m in methods for t in trials[m] for s in t.specs]
     result = run_sweep(specs, out, data_dir=data_dir, device=device, progress=progress,
-                       force=force)
+                       force=force, threads=threads, jobs=jobs)
     store = Store(out)
     runs, curves = store.runs(), store.curves()
     written, untuned = [], []

@@ -115,7 +115,7 @@ def test_store_replaces_a_runs_rows_instead_of_duplicating(tmp_path):
     store = Store(tmp_path)
     curves = pd.DataFrame({"step": [1, 2], "split": ["test"] * 2, "metric_name": ["acc"] * 2,
                            "value": [0.1, 0.2]})
-    row = {c: "" for c in RUN_COLUMNS} | {"run_id": "abc", "status": "error"}
+    row = {c: "" for c in RUN_COLUMNS} | {"run_id": "abc", "status": "error", "config_json": "{}"}
     store.write(row, curves, None)
     store.write(row | {"status": "ok"}, curves.assign(value=[0.3, 0.4]), None)
     assert store.runs().status.tolist() == ["ok"]

@@ -1,0 +1,148 @@
+"""``dps-bench verify DIR``: rerun a sample of a store's runs at this code and compare.
+
+A stored number is only as good as the code that made it: a later change to the harness or a
+method can alter the floating-point path, and the suite's short trainings are chaotic enough that
+a rounding change flips an outcome. ``verify`` reruns runs from their recorded configuration, seed
+and thread count, on their recorded device type, and compares every curve value (each logged
+loss, metric and weight statistic at each evaluation) and the status with what is stored:
+
+- ``exact``: every value equal bit for bit (expected on the CPU with the same code and threads);
+- ``within tolerance``: the largest absolute difference is at most ``tolerance``;
+- ``DIFFERS``: anything else (the number printed is the largest absolute difference);
+- ``STALE``: the run was made by a suite version whose run ids this code no longer produces;
+- ``skipped``: recorded on CUDA and this machine has none.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import SUITE_VERSION, RunSpec, derive_seed
+from .data import load_source
+from .errors import DpsBenchError
+from .harness import run
+from .scenarios import get_scenario
+from .store import COMPLETE, Store
+from .sweep import code_sha
+
+
+@dataclass
+class Verdict:
+    """One rerun run: its identity, the stored and recomputed final metric, the largest absolute
+    difference over its curves, and the verdict (see the module docstring)."""
+
+    run_id: str
+    method: str
+    seed: int
+    stored: float
+    now: float
+    max_abs_diff: float
+    verdict: str
+    note: str = ""
+    threads: int = 0
+
+
+def choose(runs: pd.DataFrame, sample: int | None, seed: int, methods: list[str] | None
+           ) -> pd.DataFrame:
+    """The complete runs to rerun: those of ``methods`` (all if None), ``sample`` of them drawn
+    with ``seed`` (all if None or more than there are), in the store's order."""
+    pool = runs[runs["status"].isin(COMPLETE)]
+    if methods:
+        unknown = set(methods) - set(pool["method"])
+        if unknown:
+            raise DpsBenchError(f"no complete run of {', '.join(sorted(unknown))} to verify")
+        pool = pool[pool["method"].isin(methods)]
+    if pool.empty:
+        raise DpsBenchError("no complete run to verify in this store")
+    if sample is not None and sample < len(pool):
+        pool = pool.sample(n=sample, random_state=seed).sort_index()
+    return pool
+
+
+def verify(out: str, sample: int | None = 5, seed: int = 0, tolerance: float = 0.0,
+           data_dir: str | None = None, methods: list[str] | None = None,
+           on_result=None) -> list[Verdict]:
+    """Rerun ``sample`` complete runs of the store ``out`` and compare them (module docstring).
+    ``on_result(verdict)`` is called after each. Raises DpsBenchError for an empty selection or
+    missing data."""
+    if tolerance < 0:
+        raise DpsBenchError(f"--tolerance must be >= 0, got {tolerance}")
+    store = Store(out)
+    runs, curves = store.runs(), store.curves()
+    if runs.empty:
+        raise DpsBenchError(f"no runs in {out}; nothing to verify")
+    chosen = choose(runs, sample, seed, methods)
+    verdicts = []
+    sources: dict[str, object] = {}
+    threads_before = torch.get_num_threads()
+    try:
+        for _, row in chosen.iterrows():
+            verdict = _verify_one(row, curves[curves["run_id"] == row["run_id"]], tolerance,
+                                  data_dir, sources)
+            verdicts.append(verdict)
+            if on_result is not None:
+                on_result(verdict)
+    finally:
+        torch.set_num_threads(threads_before)
+    return verdicts
+
+
+def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
+                data_dir: str | None, sources: dict) -> Verdict:
+    config = json.loads(row["config_json"])
+    version = config.pop("suite_version", None)
+    spec = RunSpec(**config)
+    base = dict(run_id=row["run_id"], method=row["method"], seed=int(row["seed"]),
+                stored=float(row["final_metric"]), now=float("nan"), max_abs_diff=float("nan"))
+    if spec.run_id != row["run_id"]:
+        return Verdict(**base, verdict="STALE",
+                       note=f"made by suite version {version}, this is {SUITE_VERSION}: rerun it "
+                            "(`dps-bench run ... --force`)")
+    device = torch.device(str(row["device"]).split(":")[0])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return Verdict(**base, verdict="skipped", note="recorded on CUDA; this machine has none")
+    threads = int(row["threads"]) if pd.notna(row.get("threads")) else 1
+    torch.set_num_threads(threads)
+    if spec.source not in sources:
+        sources.clear()
+        sources[spec.source] = load_source(spec.source, data_dir)
+    scenario = get_scenario(spec.scenario)
+    data = scenario.build(sources[spec.source], scenario.Settings(**spec.settings),
+                          derive_seed(spec.seed, spec.scenario, spec.source))
+    outcome = run(spec, scenario, data, device)
+    diff = _max_abs_diff(stored_curves, outcome.curves)
+    same_status = outcome.status == row["status"]
+    if same_status and diff == 0.0:
+        verdict = "exact"
+    elif same_status and diff <= tolerance:
+        verdict = "within tolerance"
+    else:
+        verdict = "DIFFERS"
+    recorded = row.get("code_sha")
+    note = "" if same_status else f"status {row['status']} then, {outcome.status} now"
+    if isinstance(recorded, str) and recorded and recorded != code_sha():
+        note = (note + "; " if note else "") + f"made by code {recorded}, this is {code_sha()}"
+    elif not isinstance(recorded, str) or not recorded:
+        note = (note + "; " if note else "") + f"code unrecorded (git {row.get('git_sha')})"
+    return Verdict(**{**base, "now": outcome.final_metric, "max_abs_diff": diff},
+                   verdict=verdict, note=note, threads=threads)
+
+
+def _max_abs_diff(stored: pd.DataFrame, now: pd.DataFrame) -> float:
+    """Largest |stored − now| over the curve values of both (keyed by step, split, metric); inf
+    if a value is in one and not the other, or finite in one and not the other."""
+    key = ["step", "split", "metric_name"]
+    a = stored.assign(step=stored["step"].astype(int)).set_index(key)["value"].astype(float)
+    b = now.assign(step=now["step"].astype(int)).set_index(key)["value"].astype(float)
+    if set(a.index) != set(b.index):
+        return float("inf")
+    a, b = a.sort_index(), b.reindex(a.sort_index().index)
+    both_nan = np.isnan(a.to_numpy()) & np.isnan(b.to_numpy())
+    diff = np.abs(a.to_numpy() - b.to_numpy())
+    diff[both_nan] = 0.0
+    return float(np.nan_to_num(diff, nan=np.inf).max()) if len(diff) else 0.0

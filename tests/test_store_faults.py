@@ -1,0 +1,300 @@
+"""The results store under faults: bad destinations, damaged files, kill -9, two writers, SIGTERM,
+out of memory, stale code. Nothing finished may be lost or duplicated, and every problem must
+come as one clear message, never a traceback."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks import store as store_module
+from benchmarks import sweep
+from benchmarks.cli import main
+from benchmarks.store import Store, StoreError
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["--scenario", "balancing", "--source", "digits", "--steps", "12",
+        "--set", "eval_every=6", "--no-progress"]
+
+
+def run_cli(out, *extra, methods="train_only,mixing", seeds="0,1"):
+    return main(["run", *FAST, "--methods", methods, "--seeds", seeds, "--out", str(out), *extra])
+
+
+def no_training(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("trained although the destination is unusable")
+
+    monkeypatch.setattr(sweep, "run", fail)
+
+
+def spawn(out: Path, *extra: str, methods: str = "train_only,mixing,meta_only",
+          seeds: str = "0-3", steps: str = "60") -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "benchmarks.cli", "run", "--scenario", "balancing", "--source",
+            "digits", "--steps", steps, "--set", "eval_every=20", "--no-progress", "--methods",
+            methods, "--seeds", seeds, "--out", str(out), *extra]
+    return subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+# -- bad destinations: found before anything trains ----------------------------------------------
+
+def test_out_that_is_a_file_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    target = tmp_path / "results"
+    target.write_text("not a directory")
+    no_training(monkeypatch)
+    assert run_cli(target) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a directory" in err and "Traceback" not in err
+
+
+def test_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(store_module.tempfile, "mkstemp", read_only)
+    no_training(monkeypatch)
+    assert run_cli(tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "cannot write results to" in err and "Read-only file system" in err
+
+
+def test_folder_with_a_foreign_runs_csv_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    (tmp_path / "runs.csv").write_text("name,score\na,1\n")
+    no_training(monkeypatch)
+    assert run_cli(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "is not a dps-bench runs.csv" in err and "status" in err
+
+
+# -- damaged stores ---------------------------------------------------------------------------
+
+def legacy_store(tmp_path) -> Path:
+    """A store in the format before run records (views only), as results/ had."""
+    assert run_cli(tmp_path) == 0
+    for record in (tmp_path / "records").iterdir():
+        record.unlink()
+    (tmp_path / "records").rmdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("damage", ["truncated runs", "garbage curves", "missing column",
+                                    "binary runs"])
+def test_a_damaged_old_store_gives_one_clear_message_and_repair_recovers(tmp_path, capsys, damage):
+    out = legacy_store(tmp_path)
+    runs_text = (out / "runs.csv").read_text()
+    if damage == "truncated runs":
+        (out / "runs.csv").write_text(runs_text[: len(runs_text) - 200])
+    elif damage == "garbage curves":
+        with open(out / "curves.csv", "a") as f:
+            f.write("x,y\n\x00garbage,,,,,,\n")
+    elif damage == "missing column":
+        frame = pd.read_csv(out / "runs.csv").drop(columns=["status"])
+        frame.to_csv(out / "runs.csv", index=False)
+    else:
+        (out / "runs.csv").write_bytes(b"\xff\xfe\x00garbage")
+    capsys.readouterr()
+    assert main(["report", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("runs.csv" in err or "curves.csv" in err)
+    assert main(["store", "check", str(out)]) == 1
+    assert "problems" in capsys.readouterr().out
+    if damage == "missing column":  # not ours to repair: the message says to move it away
+        assert "move the file away" in err
+        return
+    assert main(["store", "repair", str(out)]) == 0
+    assert main(["store", "check", str(out)]) == 0
+    assert list((out / "damaged").iterdir()), "the damaged original must be kept"
+    assert run_cli(out) == 0  # the runs whose rows were lost are trained again
+    runs = Store(out).runs()
+    assert len(runs) == 4 and runs["run_id"].is_unique and set(runs["status"]) == {"ok"}
+
+
+def test_damaged_views_of_a_record_store_are_rebuilt_from_the_records(tmp_path, capsys):
+    assert run_cli(tmp_path) == 0
+    before = Store(tmp_path).runs().set_index("run_id")["final_metric"]
+    (tmp_path / "curves.csv").write_text("garbage\n1,2,3\n")
+    (tmp_path / "runs.csv").unlink()
+    after = Store(tmp_path).runs().set_index("run_id")["final_metric"]
+    pd.testing.assert_series_equal(before.sort_index(), after.sort_index())
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    assert Store(tmp_path).check().ok
+
+
+def test_a_damaged_record_costs_only_its_own_run(tmp_path, capsys):
+    assert run_cli(tmp_path) == 0
+    records = sorted((tmp_path / "records").iterdir())
+    records[0].write_text('{"format": 1, "row": {"run_id"')  # torn by a disk error
+    os.utime(tmp_path / "runs.csv", (0, 0))  # views older than the records: they get re-read
+    capsys.readouterr()
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert records[0].name in err and "store repair" in err
+    assert main(["store", "repair", str(tmp_path)]) == 0
+    assert len(Store(tmp_path).runs()) == 3
+    assert run_cli(tmp_path) == 0
+    assert "1 runs done, 3 skipped" in capsys.readouterr().out
+
+
+def test_a_weights_file_that_is_not_the_recorded_one_is_found(tmp_path):
+    assert main(["run", *FAST, "--methods", "cds", "--seeds", "0", "--set",
+                 "cds.pretrain_steps=5", "--set", "cds.finetune_steps=5",
+                 "--out", str(tmp_path)]) == 0
+    weights = next((tmp_path / "weights").iterdir())
+    weights.write_text(weights.read_text() + "9999,0.5,majority\n")
+    report = Store(tmp_path).check()
+    assert not report.ok and "checksum" in report.problems[0]
+
+
+# -- the writes themselves ---------------------------------------------------------------------
+
+def test_results_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert run_cli(tmp_path) == 0
+    finally:
+        os.umask(old)
+    for path in [tmp_path / "runs.csv", tmp_path / "curves.csv",
+                 *(tmp_path / "records").iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_repeated_seeds_are_one_run(tmp_path, capsys):
+    assert run_cli(tmp_path, seeds="0,0,1,0") == 0
+    assert "4 runs done" in capsys.readouterr().out
+    assert len(Store(tmp_path).runs()) == 4
+
+
+def test_out_of_memory_is_recorded_with_its_step_and_the_sweep_goes_on(tmp_path, monkeypatch,
+                                                                        capsys):
+    from methods import get_method
+
+    cls = get_method("mixing")
+    real_step = cls.step
+    calls = {"n": 0}
+
+    def step(self, train, meta):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(self, train, meta)
+
+    monkeypatch.setattr(cls, "step", step)
+    assert main(["run", *FAST, "--methods", "mixing,train_only", "--seeds", "0",
+                 "--out", str(tmp_path)]) == 1
+    runs = Store(tmp_path).runs().set_index("method")
+    assert runs.at["mixing", "status"] == "oom" and "at step 5" in runs.at["mixing", "error"]
+    assert runs.at["train_only", "status"] == "ok"
+    assert "mixing" not in {r for r in Store(tmp_path).completed()}
+
+
+def test_complete_runs_made_by_other_code_are_pointed_out(tmp_path, monkeypatch, capsys):
+    assert run_cli(tmp_path) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sweep, "_code_sha", lambda: "0123456789ab")
+    assert run_cli(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "4 of these complete runs were made by other code" in out
+    assert "dps-bench verify" in out and "--force" in out
+
+
+# -- processes: kill -9, SIGTERM, two writers --------------------------------------------------
+
+def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
+    """A sweep killed with SIGKILL at random moments, again and again, then resumed: every
+    finished run survives each kill, none is stored twice, and every file stays readable."""
+    out = tmp_path / "store"
+    rng = random.Random(0)
+    finished: set[str] = set()
+    for _ in range(6):
+        proc = spawn(out)
+        time.sleep(rng.uniform(2.0, 6.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        store = Store(out)
+        if not store.root.exists():
+            continue
+        done = store.completed()
+        assert finished <= done, "a finished run was lost"
+        finished = done
+        runs = store.runs()
+        assert runs["run_id"].is_unique
+    proc = spawn(out)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    store = Store(out)
+    runs = store.runs()
+    assert len(runs) == 12 and runs["run_id"].is_unique and set(runs["status"]) == {"ok"}
+    assert store.check().ok
+    assert not list(out.glob(".*.tmp")) and not list((out / "records").glob(".*.tmp"))
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path):
+    proc = spawn(tmp_path / "store", steps="2000")
+    time.sleep(8)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert "terminated; completed runs are saved" in stderr and "Traceback" not in stderr
+
+
+def test_two_writers_on_one_folder_share_the_runs(tmp_path):
+    """Two identical sweeps started together on one folder: each run is trained once, by
+    whichever process claims it first; the other leaves it alone."""
+    out = tmp_path / "store"
+    first, second = spawn(out), spawn(out)
+    outputs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    trained = sum(line.count(": ok accuracy=") for stdout, _ in outputs for line in
+                  stdout.splitlines())
+    assert trained == 12, outputs
+    runs = Store(out).runs()
+    assert len(runs) == 12 and runs["run_id"].is_unique
+
+
+def test_a_claim_whose_owner_died_is_taken_over(tmp_path):
+    store = Store(tmp_path)
+    store.prepare()
+    (tmp_path / "claims").mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    import socket
+
+    (tmp_path / "claims" / "abc.json").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": int(dead)}))
+    assert store.holder("abc") is None
+    assert store.claim("abc")
+    other = Store(tmp_path)
+    (tmp_path / "claims" / "xyz.json").write_text(
+        json.dumps({"host": "another-host", "pid": 1}))
+    assert not other.claim("xyz")  # a fresh lease from another machine is respected
+    old = time.time() - store_module.LEASE_S - 5
+    os.utime(tmp_path / "claims" / "xyz.json", (old, old))
+    assert other.claim("xyz")  # an expired one is not
+
+
+def test_parallel_jobs_run_every_run_once(tmp_path, capsys):
+    assert run_cli(tmp_path, "--jobs", "2", seeds="0-2") == 0
+    runs = Store(tmp_path).runs()
+    assert len(runs) == 6 and runs["run_id"].is_unique and set(runs["jobs"]) == {2}
+    assert set(runs["threads"]) == {1}
+
+
+def test_store_errors_are_the_suites_errors():
+    assert issubclass(StoreError, Exception)
+    from benchmarks.errors import DpsBenchError
+
+    assert issubclass(StoreError, DpsBenchError)
