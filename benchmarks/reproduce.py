@@ -9,7 +9,7 @@ sweep as ``run`` and writes each directory's ``summary.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -38,7 +38,7 @@ def load_reference(path: Path) -> Reference:
     """Parse and check one reference file; errors name the file and the bad key."""
     try:
         raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"reference config {path}: cannot read it ({e})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"reference config {path}: expected a mapping of {sorted(KEYS)}")
@@ -51,9 +51,21 @@ def load_reference(path: Path) -> Reference:
     if not isinstance(sets, dict) or not isinstance(raw["methods"], list) \
             or not isinstance(raw["seeds"], list):
         raise ConfigError(f"reference config {path}: methods and seeds must be lists, set a mapping")
-    return Reference(name=path.stem, scenario=raw["scenario"], source=raw["source"],
-                     profile=raw["profile"], methods=[str(m) for m in raw["methods"]],
-                     seeds=[int(s) for s in raw["seeds"]], out=str(raw["out"]),
+    texts = {k: raw[k] for k in ("scenario", "source", "profile", "out")}
+    if not all(isinstance(v, str) and v for v in texts.values()):
+        raise ConfigError(f"reference config {path}: scenario, source, profile and out must be "
+                          "non-empty strings")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in raw["seeds"]):
+        raise ConfigError(f"reference config {path}: seeds must be whole numbers")
+    if not all(isinstance(k, str) for k in sets):
+        raise ConfigError(f"reference config {path}: set's keys must be names")
+    out = PurePosixPath(texts["out"])
+    if out.is_absolute() or ".." in out.parts or "\\" in texts["out"]:
+        raise ConfigError(f"reference config {path}: out {texts['out']!r} must be a relative path "
+                          "inside the results folder (no '..', not absolute)")
+    return Reference(name=path.stem, scenario=texts["scenario"], source=texts["source"],
+                     profile=texts["profile"], methods=[str(m) for m in raw["methods"]],
+                     seeds=list(raw["seeds"]), out=texts["out"],
                      sets=[f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
                            for k, v in sets.items()])
 

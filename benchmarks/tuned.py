@@ -60,17 +60,25 @@ def load_tuned(root: Path, scenario: str, source: str, profile: str, settings: d
                if have else ""))
     try:
         record = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"tuned settings {path}: cannot read them ({e})") from None
     if not isinstance(record, dict) or REQUIRED - set(record):
+        have = set(record) if isinstance(record, dict) else set()
         raise ConfigError(f"tuned settings {path}: missing keys "
-                          f"{sorted(REQUIRED - set(record or {}))}; rerun `dps-bench tune`")
+                          f"{sorted(REQUIRED - have)}; rerun `dps-bench tune`")
     tuned: dict[str, Any] = record["tuned"] or {}
+    fixed_then = record["fixed"] or {}
+    scalars = (int, float, str, bool, type(None))
+    if not isinstance(tuned, dict) or not isinstance(fixed_then, dict) or not all(
+            isinstance(k, str) and isinstance(v, scalars)
+            for d in (tuned, fixed_then) for k, v in d.items()):
+        raise ConfigError(f"tuned settings {path}: tuned and fixed must map names to values; "
+                          "rerun `dps-bench tune`")
     clash = sorted(set(fixed) & set(tuned))
     if clash:
         raise ConfigError(f"--set {', '.join(f'{method}.{k}' for k in clash)}: tuned in {path}; "
                           "drop the --set, or use --settings paper")
-    if (record["fixed"] or {}) != fixed:
+    if fixed_then != fixed:
         raise ConfigError(f"{path} was tuned with {method} hyperparameters {record['fixed']} "
                           f"fixed, but this run fixes {fixed}; tune again with the same --set")
     settings_out = {k: v for k, v in tuned.items() if k == MODEL_LR}

@@ -99,7 +99,7 @@ def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
     spec = RunSpec(**config)
     base = dict(run_id=row["run_id"], method=row["method"], seed=int(row["seed"]),
                 stored=float(row["final_metric"]), now=float("nan"), max_abs_diff=float("nan"))
-    if spec.run_id != row["run_id"]:
+    if version != SUITE_VERSION or spec.run_id != row["run_id"]:
         return Verdict(**base, verdict="STALE",
                        note=f"made by suite version {version}, this is {SUITE_VERSION}: rerun it "
                             "(`dps-bench run ... --force`)")

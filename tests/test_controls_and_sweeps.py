@@ -79,10 +79,12 @@ def test_report_pairs_each_bads_row_with_its_matching_controls_on_the_same_seeds
     table = summarize(pd.DataFrame(rows)).set_index(["method", "params"])
     high = table.loc[("bads", "sigma=1")]
     assert high["selection"] == "yes"
-    assert high["vs_controls"] == "bads_prior_only +0.0600 (3/3), bads_frozen +0.0300 (3/3)"
+    assert high["vs_controls"] == ("bads_prior_only +0.0600 [+0.0500, +0.0700] (3/3), "
+                                   "bads_frozen +0.0300 [+0.0200, +0.0400] (3/3)")
     low = table.loc[("bads", "sigma=1e-05")]  # beats its own prior-only (0.70), not frozen (0.88)
     assert low["selection"] == "NO"
-    assert low["vs_controls"] == "bads_prior_only +0.1000 (3/3), bads_frozen -0.0800 (0/3)"
+    assert low["vs_controls"] == ("bads_prior_only +0.1000 [+0.1000, +0.1000] (3/3), "
+                                  "bads_frozen -0.0800 [-0.0800, -0.0800] (0/3)")
     assert table.loc[("bads_frozen", "")]["selection"] == ""
 
 
@@ -154,7 +156,7 @@ def test_controls_can_be_compared_on_validation_to_choose_without_the_test_split
     on_val = summarize(pd.DataFrame(rows), curves, compare_on="val").set_index("method")
     assert on_test.loc["bads", "selection"] == "yes"
     assert on_val.loc["bads", "selection"] == "NO"
-    assert on_val.loc["bads", "vs_controls"] == "bads_frozen -0.1500 (0/2)"
+    assert on_val.loc["bads", "vs_controls"] == "bads_frozen -0.1500 [-0.2000, -0.1000] (0/2)"
 
 
 def test_controls_side_by_side_lends_the_matched_controls_columns():
@@ -181,3 +183,29 @@ def test_controls_pickle_and_pin_what_makes_them_controls():
     assert frozen.fixed["bias_init"] == "logit_beta"
     with pytest.raises(ValueError, match="bias_init"):
         frozen(None, frozen.Hparams(freeze_weights=True, bias_init="zero"))
+
+
+def test_a_difference_within_seed_noise_is_unresolved_not_a_win():
+    """bads beats its control on 2 of 3 seeds and loses the third by more: the mean difference is
+    positive but its bootstrap interval contains 0, so the verdict is unresolved, not yes."""
+    rows = []
+    for seed, (mine, theirs) in enumerate([(0.70, 0.60), (0.72, 0.62), (0.50, 0.61)]):
+        rows += [run_row(f"a{seed}", "bads", seed, mine, bads_hp(1e-5)),
+                 run_row(f"e{seed}", "bads_frozen", seed, theirs, bads_hp(1e-5, frozen=True))]
+    table = summarize(pd.DataFrame(rows)).set_index("method")
+    assert table.loc["bads", "selection"] == "unresolved"
+    assert "unresolved" in table.loc["bads", "vs_controls"] and "(2/3)" in table.loc["bads", "vs_controls"]
+    low, high = table.loc["bads", "ci_low"], table.loc["bads", "ci_high"]
+    assert 0.50 <= low < table.loc["bads", "final_mean"] < high <= 0.72 + 1e-9
+
+
+def test_bootstrap_interval_of_a_mean():
+    from benchmarks.report.stats import compare, mean_ci
+
+    assert all(v != v for v in mean_ci([0.5]))  # one seed: no interval
+    assert mean_ci([0.4, 0.4, 0.4]) == (0.4, 0.4)
+    low, high = mean_ci([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert 0.1 < low < 0.3 < high < 0.5
+    assert compare([0.01, 0.02, 0.03, 0.02, 0.01]) == "better"
+    assert compare([0.0, 0.0]) == "not better"
+    assert compare([0.05, -0.04, 0.03]) == "unresolved"

@@ -27,18 +27,42 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+MAX_IDX_BYTES = 1 << 30  # no IDX file of the suite's data sets is near this; a bigger one is an error
+
+
+def _gunzip(raw: bytes, path: Path) -> bytes:
+    """Decompress a gzip file, never to more than MAX_IDX_BYTES (a corrupt or hostile stream
+    cannot exhaust memory). Raises DataError."""
+    out, stream = bytearray(), zlib.decompressobj(wbits=31)
+    data = raw
+    try:
+        while data:
+            out += stream.decompress(data, MAX_IDX_BYTES + 1 - len(out))
+            if len(out) > MAX_IDX_BYTES:
+                raise DataError(f"{path}: decompresses to more than {MAX_IDX_BYTES >> 20} MiB; "
+                                "not an IDX file of MNIST or Fashion-MNIST")
+            data = stream.unconsumed_tail
+            if stream.eof:
+                break
+        if not stream.eof:
+            raise DataError(f"{path}: gzip stream is truncated; download the file again")
+    except zlib.error as e:
+        raise DataError(f"{path}: gzip stream is corrupt ({e}); download the file again") from e
+    return bytes(out)
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (gzip detected by its magic bytes, not its name)."""
     raw = Path(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: gzip stream is corrupt ({e}); download the file again") from e
+        raw = _gunzip(raw, path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: IDX header is truncated ({len(raw)} bytes); download the file "
+                        "again")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize

@@ -5,10 +5,13 @@ A control is the same method with its selection mechanism switched off (``method
 ``blo_frozen`` keeps the weights equal). A row of a method with registered controls counts as
 selection only if, on the seeds both ran, its final test metric (or, with ``compare_on="val"``,
 its validation score) beats every control that ran in the same block (scenario, source, profile,
-meta_per_class): the paired mean difference over the common seeds is positive (the count of
-seeds won is shown, not required), and none of its runs ended with degenerate weights (collapsed or
+meta_per_class): the 95% bootstrap interval of the paired mean difference over the common seeds
+lies above 0 (``stats.compare``; the count of seeds won is shown, not required), and none of its
+runs ended with degenerate weights (collapsed or
 uniform): a row that beats its controls with degenerate weights is marked ``degenerate``, since
-its gain did not come from selecting. Which row of a control is compared: with several
+its gain did not come from selecting. A comparison whose interval contains 0 is ``unresolved``
+(more seeds would decide it); one whose interval lies at or below 0 makes the verdict ``NO``.
+Which row of a control is compared: with several
 configurations of it in the block (a sweep), the one with the same settings and the same value of
 every hyperparameter the control neither pins nor ignores (the prior-only control at the same σ
 and φ learning rate); with one, that one if its settings are the row's but for the model learning
@@ -28,6 +31,8 @@ import pandas as pd
 
 from methods import MODEL_LR, controls_of, get_method
 
+from .stats import compare, mean_ci
+
 BLOCK = ["scenario", "source", "profile", "meta_per_class"]
 
 
@@ -38,8 +43,10 @@ def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
                           metric: str = "final_metric", side_by_side: bool = False
                           ) -> pd.DataFrame:
     """``table`` (one row per configuration, with its ``config`` hash) with two columns added:
-    ``selection`` ("yes", "NO", "incomplete", "degenerate", or "" where no control ran) and ``vs_controls``
-    ("bads_frozen +0.0120 (2/3), ..." : the paired mean difference and the seeds won, or
+    ``selection`` ("yes", "NO", "unresolved", "incomplete", "degenerate", or "" where no control
+    ran) and ``vs_controls``
+    ("bads_frozen +0.0120 [-0.0100, +0.0300] (2/3) unresolved, ..." : the paired mean
+    difference, its 95% bootstrap interval and the seeds won, or
     "bads_prior_only: no match"). ``metric`` is the per-run column compared: ``final_metric``
     (the test metric of the last iterate) or ``val_score`` (validation, for choosing settings
     without reading the test split). With ``side_by_side``, each matched control's row also
@@ -59,7 +66,7 @@ def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
         if not names or row["config"] not in per_config:
             continue
         block = table[(table[BLOCK].astype(str) == row[BLOCK].astype(str)).all(axis=1)]
-        verdicts: list[bool | None] = []
+        verdicts: list[bool | str | None] = []
         parts = []
         for name in names:
             candidates = block[block["method"] == name]
@@ -81,10 +88,15 @@ def compare_with_controls(table: pd.DataFrame, ok_runs: pd.DataFrame,
                 verdicts.append(None)
                 parts.append(f"{name}: no {'validation score' if metric == 'val_score' else metric}")
                 continue
-            verdicts.append(bool(diff.mean() > 0))
-            parts.append(f"{name} {diff.mean():+.4f} ({int((diff > 0).sum())}/{len(diff)})")
+            outcome = compare(diff)
+            verdicts.append({"better": True, "not better": False}.get(outcome, outcome))
+            low, high = mean_ci(diff)
+            interval = f" [{low:+.4f}, {high:+.4f}]" if not pd.isna(low) else ""
+            parts.append(f"{name} {diff.mean():+.4f}{interval} ({int((diff > 0).sum())}/{len(diff)})"
+                         + (" unresolved" if outcome == "unresolved" else ""))
         if verdicts:
-            verdict = "NO" if False in verdicts else "incomplete" if None in verdicts else "yes"
+            verdict = ("NO" if False in verdicts else "incomplete" if None in verdicts
+                       else "unresolved" if "unresolved" in verdicts else "yes")
             if verdict == "yes" and _degenerate(row):
                 verdict = "degenerate"  # beats its controls, but not by selecting
             table.at[i, "selection"] = verdict

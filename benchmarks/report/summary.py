@@ -8,6 +8,7 @@ import json
 import pandas as pd
 
 from ..weight_health import DEGENERATE
+from .stats import mean_ci
 
 KEYS = ["scenario", "source", "profile", "method", "meta_per_class", "config"]
 
@@ -107,7 +108,8 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
 
     Columns: params (the settings and hyperparameters in which this configuration differs from
     the method's others in the table, e.g. a sweep's sigma=1 lr_w=0.01), n (seeds), final_mean,
-    final_std, selected_mean (the test metric at each run's evaluation with the best validation
+    final_std, ci_low and ci_high (the 95% bootstrap interval of final_mean over seeds,
+    ``stats.mean_ci``), selected_mean (the test metric at each run's evaluation with the best validation
     metric), val_mean (the validation metric over the last 3 evaluations, ``tune``'s score),
     time_ms (median over seeds), peak_mb (max over seeds), time_x and mem_x (time_ms and peak_mb
     over those of ``train_only`` on the same scenario, source, profile and meta_per_class, when
@@ -141,7 +143,8 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
         if column not in runs.columns:
             runs[column] = float("nan")
     if runs.empty:
-        return pd.DataFrame(columns=KEYS + ["params", "n", "final_mean", "final_std",
+        return pd.DataFrame(columns=KEYS + ["params", "n", "final_mean", "final_std", "ci_low",
+                                            "ci_high",
                                             "selected_mean", "val_mean", "time_ms", "peak_mb",
                                             "time_x", "mem_x", "n_bad", "weights", "n_degenerate"])
     ok = runs[runs["status"] == "ok"]
@@ -158,6 +161,11 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
         n_degenerate=("weights_status", lambda s: int(s.isin(DEGENERATE).sum())),
         **extra,
     )
+    intervals = ok.groupby(KEYS, sort=False, dropna=False)["final_metric"].apply(mean_ci)
+    table.insert(table.columns.get_loc("final_std") + 1, "ci_low",
+                 intervals.map(lambda ci: ci[0]).reindex(table.index))
+    table.insert(table.columns.get_loc("ci_low") + 1, "ci_high",
+                 intervals.map(lambda ci: ci[1]).reindex(table.index))
     bad = runs[runs["status"] != "ok"].groupby(KEYS, sort=False, dropna=False).size().rename("n_bad")
     table = table.join(bad, how="outer").fillna({"n_bad": 0, "n": 0, "n_degenerate": 0})
     table = table.astype({"n": int, "n_bad": int, "n_degenerate": int}).reset_index()
@@ -207,7 +215,8 @@ def _relative_to_train_only(table: pd.DataFrame) -> pd.DataFrame:
 
 def side_by_side(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per (scenario, source, profile, method, meta_per_class) and, per labelled table
-    (e.g. ``paper`` and ``tuned`` results), ``<label>`` = "final_mean ± final_std (n)",
+    (e.g. ``paper`` and ``tuned`` results), ``<label>`` = "final_mean ± final_std (n) [95%
+    bootstrap interval]",
     ``<label> selected`` = selected_mean, ``<label> degenerate`` = n_degenerate/n (n/a for
     methods without weights) and ``<label> beats controls`` (the ``selection`` verdict where its
     controls ran). Rows in registry order within each block."""
@@ -215,8 +224,11 @@ def side_by_side(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     merged: pd.DataFrame | None = None
     for label, table in tables.items():
         part = table[block].copy()
-        part[label] = [f"{m:.4f} ± {0.0 if pd.isna(s) else s:.4f} ({n})" for m, s, n in
-                       zip(table["final_mean"], table["final_std"], table["n"], strict=True)]
+        part[label] = [f"{m:.4f} ± {0.0 if pd.isna(s) else s:.4f} ({n})"
+                       + ("" if pd.isna(lo) else f" [{lo:.4f}, {hi:.4f}]")
+                       for m, s, n, lo, hi in zip(table["final_mean"], table["final_std"],
+                                                  table["n"], table["ci_low"], table["ci_high"],
+                                                  strict=True)]
         part[f"{label} selected"] = table["selected_mean"].to_numpy()
         part[f"{label} degenerate"] = [f"{d}/{n}" if w else "n/a" for d, n, w in
                                        zip(table["n_degenerate"], table["n"], table["weights"],

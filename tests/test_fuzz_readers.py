@@ -1,0 +1,169 @@
+"""Every reader of a file the suite did not write in this process, fuzzed with mutated bytes.
+
+One parametrised harness: each entry of READERS gives a valid fixture in the real format and the
+function that loads it. ``hypothesis`` flips, deletes, inserts and truncates bytes of the fixture;
+the reader must either load it or raise the suite's own error (DpsBenchError, which the command
+line prints as one message), with no other exception, within a deadline and without a large
+allocation. A reader added later (the CIFAR, WebNLG and JSONL readers of the coming scenarios)
+joins by adding an entry here.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchmarks.data.idx import read_idx, write_idx
+from benchmarks.errors import DpsBenchError
+from benchmarks.reproduce import load_reference
+from benchmarks.store import CURVE_COLUMNS, RUN_COLUMNS, Store, read_curves_csv, read_record, read_runs_csv
+from benchmarks.tuned import load_tuned, tuned_path
+
+MAX_BYTES = 64 << 20  # a reader may not allocate this much on a fixture of a few KB
+
+
+@dataclass
+class Reader:
+    name: str
+    file_name: str
+    fixture: Callable[[Path], bytes]  # valid bytes in the real format
+    load: Callable[[Path], object]  # loads the file at the path (or raises DpsBenchError)
+
+
+def _idx_bytes(tmp: Path, compress: bool) -> bytes:
+    path = tmp / "fixture.idx"
+    write_idx(path, np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4), compress=compress)
+    return path.read_bytes()
+
+
+def _reference_bytes(tmp: Path) -> bytes:
+    return (b"scenario: balancing\nsource: mnist1d\nprofile: quick\nmethods: [train_only, bads]\n"
+            b"seeds: [0, 1, 2]\nout: balancing/mnist1d-quick\nset:\n  meta_per_class: 25\n")
+
+
+TUNED_ARGS = ("balancing", "mnist1d", "quick", {}, "bads")
+
+
+def _tuned_bytes(tmp: Path) -> bytes:
+    return (b"scenario: balancing\nsource: mnist1d\nprofile: quick\nsettings: {}\nmethod: bads\n"
+            b"tuned:\n  lr_w: 0.001\n  sigma: 1.0e-05\nfixed: {}\nval_score: 0.61\n"
+            b"budget: 8\ntrials: []\ncommand: dps-bench tune\n")
+
+
+def _load_tuned(path: Path):
+    target = tuned_path(path.parent, *TUNED_ARGS)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(path.read_bytes())
+    return load_tuned(path.parent, *TUNED_ARGS[:4], TUNED_ARGS[4], {})
+
+
+def _run_row(run_id: str = "0123456789abcdef") -> dict:
+    return {c: "" for c in RUN_COLUMNS} | {
+        "run_id": run_id, "method": "bads", "seed": 0, "status": "ok", "final_metric": 0.5,
+        "config_json": json.dumps({"method": "bads", "seed": 0})}
+
+
+def _runs_bytes(tmp: Path) -> bytes:
+    return pd.DataFrame([_run_row(), _run_row("fedcba9876543210")]).to_csv(index=False).encode()
+
+
+def _curves_bytes(tmp: Path) -> bytes:
+    frame = pd.DataFrame([("0123456789abcdef", s, "test", "accuracy", 0.1 * s) for s in (1, 2, 3)],
+                         columns=CURVE_COLUMNS)
+    return frame.to_csv(index=False).encode()
+
+
+def _record_bytes(tmp: Path) -> bytes:
+    return json.dumps({"format": 1, "row": _run_row(), "weights_sha256": None,
+                       "curves": {"step": [1, 2], "split": ["test", "test"],
+                                  "metric_name": ["accuracy"] * 2, "value": [0.1, 0.2]}}).encode()
+
+
+def _weights_bytes(tmp: Path) -> bytes:
+    return b"index,weight,group\n0,0.5,majority\n1,0.9,minority\n"
+
+
+def _load_weights(path: Path):
+    target = path.parent / "store" / "weights" / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(path.read_bytes())
+    return Store(path.parent / "store").weights(path.stem)
+
+
+READERS = [
+    Reader("idx-gzip", "train-labels-idx1-ubyte.gz", lambda t: _idx_bytes(t, True), read_idx),
+    Reader("idx-raw", "train-labels-idx1-ubyte", lambda t: _idx_bytes(t, False), read_idx),
+    Reader("reference-yaml", "balancing-mnist1d-quick.yaml", _reference_bytes, load_reference),
+    Reader("tuned-yaml", "fuzzed.yaml", _tuned_bytes, _load_tuned),
+    Reader("runs-csv", "runs.csv", _runs_bytes, read_runs_csv),
+    Reader("curves-csv", "curves.csv", _curves_bytes, read_curves_csv),
+    Reader("run-record", "0123456789abcdef.json", _record_bytes, read_record),
+    Reader("weights-csv", "0123456789abcdef.csv", _weights_bytes, _load_weights),
+]
+
+mutation = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 10_000), st.integers(1, 255)),
+    st.tuples(st.just("delete"), st.integers(0, 10_000), st.integers(1, 64)),
+    st.tuples(st.just("insert"), st.integers(0, 10_000), st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("truncate"), st.integers(0, 10_000), st.just(0)),
+)
+
+
+def mutate(data: bytes, ops) -> bytes:
+    buf = bytearray(data)
+    for op, at, arg in ops:
+        at = at % (len(buf) + 1)
+        if op == "flip" and buf:
+            buf[at % len(buf)] ^= arg
+        elif op == "delete":
+            del buf[at:at + arg]
+        elif op == "insert":
+            buf[at:at] = arg
+        elif op == "truncate":
+            del buf[at:]
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("reader", READERS, ids=[r.name for r in READERS])
+def test_reader_loads_its_valid_fixture(reader, tmp_path):
+    path = tmp_path / reader.file_name
+    path.write_bytes(reader.fixture(tmp_path))
+    assert reader.load(path) is not None
+
+
+@pytest.mark.parametrize("reader", READERS, ids=[r.name for r in READERS])
+def test_reader_survives_mutated_bytes(reader, tmp_path_factory):
+    base = tmp_path_factory.mktemp(reader.name)
+    valid = reader.fixture(base)
+
+    @settings(max_examples=150, deadline=2000, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(ops=st.lists(mutation, min_size=1, max_size=4))
+    def check(ops):
+        folder = base / "case"
+        folder.mkdir(exist_ok=True)
+        for old in folder.rglob("*"):
+            if old.is_file():
+                old.unlink()
+        path = folder / reader.file_name
+        path.write_bytes(mutate(valid, ops))
+        tracemalloc.start()
+        try:
+            reader.load(path)
+        except DpsBenchError:
+            pass
+        finally:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        assert peak < MAX_BYTES, f"{reader.name} allocated {peak >> 20} MiB on a tiny file"
+
+    check()
