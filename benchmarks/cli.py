@@ -139,7 +139,7 @@ def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, pro
                  setting_axes, hparam_axes)
     result = run_sweep(specs, out, data_dir=args.data_dir, device=args.device,
                        progress=None if not args.no_progress else False, force=args.force,
-                       threads=args.threads, jobs=args.jobs)
+                       threads=args.threads, jobs=_resolve_jobs(args))
     print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
           f"{len(result.failed)} failed"
           + (f", {result.elsewhere} left to another process" if result.elsewhere else "")
@@ -215,7 +215,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   settings, hparams, args.out, _tuned_dir(args), strategy=args.strategy,
                   search_seed=args.search_seed, window=args.window, data_dir=args.data_dir,
                   device=args.device, progress=None if not args.no_progress else False,
-                  force=args.force, threads=args.threads, jobs=args.jobs,
+                  force=args.force, threads=args.threads, jobs=_resolve_jobs(args),
                   command="dps-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     for path in result.written:
         print(f"tuned: {path}")
@@ -342,17 +342,31 @@ def _problem_options(p: argparse.ArgumentParser, set_help: str) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
 
 
-def _machine_options(p: argparse.ArgumentParser) -> None:
+def _machine_options(p: argparse.ArgumentParser, jobs_default: str = "1") -> None:
     """--threads and --jobs, shared by run, tune and reproduce."""
     p.add_argument("--threads", type=_positive, default=None,
                    help="intra-op CPU threads per run (default 1: the suite's models are small, "
                         "and more threads than free cores slow a step 15-200x); recorded with "
                         "each run")
-    p.add_argument("--jobs", type=_positive, default=1,
-                   help="runs trained at once, in separate processes (default 1). Give each a "
-                        "core: jobs x threads <= cores. Times per step are then taken under "
-                        "contention (rows record `jobs` and `load_avg`): measure costs with "
-                        "--jobs 1 on a quiet machine, or with `tox -e bench`")
+    p.add_argument("--jobs", type=_jobs, default=jobs_default,
+                   help=f"runs trained at once, in separate processes (default {jobs_default}; "
+                        "auto: usable cores / threads). Times per step are then "
+                        "taken under contention (rows record `jobs` and `load_avg`, the report "
+                        "flags them in `timing`): measure costs with --jobs 1 on a quiet machine, "
+                        "or with `tox -e bench`")
+
+
+def _jobs(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive(text)
+
+
+def _resolve_jobs(args: argparse.Namespace) -> int:
+    import os
+
+    if args.jobs != "auto":
+        return args.jobs
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // (args.threads or 1))
 
 
 def _positive(text: str) -> int:
@@ -473,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override every experiment's number of steps")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     _settings_options(p, "; tuned results go to OUT/<its out>-tuned")
-    _machine_options(p)
+    _machine_options(p, jobs_default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="rerun runs already complete")
     p.set_defaults(func=lambda a: cmd_references(a) if a.list else cmd_reproduce(a))

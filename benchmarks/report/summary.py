@@ -122,7 +122,9 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
     method whose controls ran in the same block: see ``controls.compare_with_controls``; on the
     final test metric, or with ``compare_on="val"`` on val_score; with
     ``controls_side_by_side``, also each matched control's final_mean, val_mean and auroc as
-    ``<control> <column>``), and n_bad (runs that diverged or failed).
+    ``<control> <column>``), timing ("contended" where some of the runs trained beside others,
+    ``--jobs`` > 1: their time_ms is not a clean measurement), and n_bad (runs that diverged or
+    failed).
     """
     from .controls import compare_with_controls
 
@@ -152,6 +154,9 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
     extra.update({c: (c, "mean") for c in ("auroc", "data_share") if c in runs.columns})
     if "data/prior" in runs.columns:
         extra["data/prior"] = ("data/prior", "median")
+    if "jobs" in runs.columns:  # runs trained beside others (--jobs > 1): times under contention
+        extra["timing"] = ("jobs", lambda j: "contended" if (pd.to_numeric(j, errors="coerce")
+                                                            > 1).any() else "")
     table = ok.groupby(KEYS, sort=False, dropna=False).agg(
         params=("params", "first"), metric=("metric_name", "first"), n=("seed", "count"),
         final_mean=("final_metric", "mean"), final_std=("final_metric", "std"),
