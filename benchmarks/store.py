@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -74,7 +75,8 @@ def _umask() -> int:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file in the same directory, fsynced and
     renamed over ``path``, with mode 0666 & ~umask (``mkstemp`` alone would leave 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -145,14 +147,16 @@ def _raise_on_bad_rows(path: Path, bad: pd.Series, what: str) -> None:
 
 
 def _bad_run_rows(frame: pd.DataFrame) -> pd.Series:
-    return (frame["run_id"].map(_blank) | ~frame["status"].isin(STATUSES)
+    return (~frame["run_id"].map(lambda r: isinstance(r, str) and bool(RUN_ID.fullmatch(r)))
+            | ~frame["status"].isin(STATUSES)
             | ~frame["config_json"].map(_is_json_object))
 
 
 def _bad_curve_rows(frame: pd.DataFrame) -> pd.Series:
     step = pd.to_numeric(frame["step"], errors="coerce")
     value = pd.to_numeric(frame["value"], errors="coerce")
-    return (step.isna() | (step != step.round()) | frame["run_id"].map(_blank)
+    return (step.isna() | (step != step.round())
+            | ~frame["run_id"].map(lambda r: isinstance(r, str) and bool(RUN_ID.fullmatch(r)))
             | frame["split"].map(_blank) | frame["metric_name"].map(_blank)
             | (value.isna() & frame["value"].notna()))
 
@@ -200,8 +204,13 @@ def _parse_csv(text: str, path: Path, drop_torn: bool = False) -> pd.DataFrame:
     return frame.apply(_numeric_where_possible)
 
 
+TEXT_COLUMNS = {"run_id", "scenario", "source", "profile", "method", "metric_name", "device",
+                "status", "error", "config_json", "torch_version", "git_sha", "code_sha",
+                "weights_status", "split", "group"}  # never numbers, even where they look it
+
+
 def _numeric_where_possible(column: pd.Series) -> pd.Series:
-    if column.name == "run_id":
+    if column.name in TEXT_COLUMNS:
         return column
     converted = pd.to_numeric(column, errors="coerce")
     return converted if (converted.notna() == column.notna()).all() else column
@@ -315,6 +324,7 @@ class Store:
         self.root = Path(root)
         self.runs_path = self.root / "runs.csv"
         self.curves_path = self.root / "curves.csv"
+        self.manifest_path = self.root / "views.json"
         self.weights_dir = self.root / "weights"
         self.records_dir = self.root / "records"
         self.claims_dir = self.root / "claims"
@@ -326,22 +336,29 @@ class Store:
     def prepare(self) -> None:
         """Make sure runs can be written here, before anything trains: the path is (or can be
         made) a directory, it is writable, and any store files in it are dps-bench's and
-        readable; a store from before run records is converted. Raises StoreError."""
+        readable; a store from before run records is converted, and temporary files of dead
+        writers are removed. Raises StoreError."""
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"--out {self.root} is a file, not a directory; give a directory "
                              "for the results")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe.")
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=f".probe.{os.getpid()}.",
+                                         suffix=".tmp")
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
             raise StoreError(f"cannot write results to {self.root}: {e.strerror or e}; choose a "
                              "writable --out") from None
         with self._locked():
+            _remove_orphaned_temporaries(self.root)
             self._load_unlocked(write_back=True)
-            if not self.records_dir.exists() and self.runs_path.exists():
+            if self._legacy():
                 self._convert_unlocked()
+
+    def exists(self) -> bool:
+        """Whether the directory holds a store (records or views)."""
+        return self.records_dir.is_dir() or self.runs_path.exists()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -370,9 +387,42 @@ class Store:
         return sorted(p for p in self.records_dir.iterdir()
                       if p.suffix == ".json" and not p.name.startswith("."))
 
-    def _load_unlocked(self, write_back: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The views, from runs.csv/curves.csv when they agree with records/, else rebuilt from
-        the records (and written back when ``write_back`` and the directory is writable)."""
+    def _legacy(self) -> bool:
+        """A store from before records: views, no records/ (an empty store is not legacy)."""
+        return not self.records_dir.is_dir() and self.runs_path.exists()
+
+    def _manifest(self) -> dict | None:
+        try:
+            manifest = json.loads(self.manifest_path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        ok = (isinstance(manifest, dict) and isinstance(manifest.get("records"), dict)
+              and all(isinstance(manifest.get(k), str) for k in ("runs_sha256", "curves_sha256")))
+        return manifest if ok else None
+
+    def _views_current(self, paths: list[Path], full: bool) -> tuple[bytes, bytes] | None:
+        """The views' bytes if the manifest says they were built from exactly these records
+        (with ``full``, every record's SHA-256 is checked too; otherwise only their names) and
+        the views are the bytes it names; else None."""
+        manifest = self._manifest()
+        if manifest is None or set(manifest["records"]) != {p.stem for p in paths}:
+            return None
+        try:
+            runs, curves = self.runs_path.read_bytes(), self.curves_path.read_bytes()
+        except OSError:
+            return None
+        if (hashlib.sha256(runs).hexdigest() != manifest["runs_sha256"]
+                or hashlib.sha256(curves).hexdigest() != manifest["curves_sha256"]):
+            return None
+        if full and any(_sha256(p) != manifest["records"][p.stem] for p in paths):
+            return None
+        return runs, curves
+
+    def _load_unlocked(self, write_back: bool, full: bool = True
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The views: from runs.csv/curves.csv when the manifest (views.json) says they were
+        built from exactly the records in records/, else rebuilt from the records (and written
+        back when ``write_back`` and the directory is writable). Raises StoreError."""
         paths = self._record_paths()
         if not paths:  # no records: the views are all there is (a store from before records)
             runs = (read_runs_csv(self.runs_path) if self.runs_path.exists()
@@ -381,47 +431,57 @@ class Store:
                       else pd.DataFrame(columns=CURVE_COLUMNS))
             return (runs if len(runs.columns) else pd.DataFrame(columns=RUN_COLUMNS),
                     curves if len(curves.columns) else pd.DataFrame(columns=CURVE_COLUMNS))
-        ids = {p.stem for p in paths}
-        try:
-            newest_record = max(p.stat().st_mtime_ns for p in paths)
-            oldest_view = min(self.runs_path.stat().st_mtime_ns,
-                              self.curves_path.stat().st_mtime_ns)
-            if newest_record <= oldest_view:  # views written after every record: check them
-                runs, curves = read_runs_csv(self.runs_path), read_curves_csv(self.curves_path)
-                if set(runs["run_id"]) == ids and set(curves["run_id"]) <= ids:
-                    return runs, curves
-        except (StoreError, OSError):
-            pass
-        records = []
+        if self._views_current(paths, full) is not None:
+            with contextlib.suppress(StoreError):
+                return read_runs_csv(self.runs_path), read_curves_csv(self.curves_path)
+        records, hashes = [], {}
         for p in paths:
             try:
                 records.append(read_record(p))
             except StoreError as e:
                 raise StoreError(f"{e}; run `dps-bench store repair {self.root}` to set it aside "
                                  "(its run is trained again by the next `dps-bench run`)") from None
+            hashes[p.stem] = _sha256(p)
         runs, curves = _views(records)
         if write_back:
             with contextlib.suppress(OSError):
-                self._write_views_unlocked(runs, curves)
+                self._write_views_unlocked(runs, curves, hashes)
         return runs, curves
 
-    def _write_views_unlocked(self, runs: pd.DataFrame, curves: pd.DataFrame) -> None:
-        atomic_write_bytes(self.curves_path, _csv_bytes(curves[CURVE_COLUMNS]))
-        atomic_write_bytes(self.runs_path, _csv_bytes(runs))
+    def _write_views_unlocked(self, runs: pd.DataFrame, curves: pd.DataFrame,
+                              records: dict[str, str]) -> None:
+        """Write both views, then the manifest naming them and the records they come from."""
+        runs_bytes, curves_bytes = _csv_bytes(runs), _csv_bytes(curves[CURVE_COLUMNS])
+        atomic_write_bytes(self.curves_path, curves_bytes)
+        atomic_write_bytes(self.runs_path, runs_bytes)
+        atomic_write_bytes(self.manifest_path, json.dumps({
+            "format": RECORD_FORMAT, "runs_sha256": hashlib.sha256(runs_bytes).hexdigest(),
+            "curves_sha256": hashlib.sha256(curves_bytes).hexdigest(),
+            "records": dict(sorted(records.items()))}, indent=0).encode())
 
     def _convert_unlocked(self) -> None:
-        """Write a record for every run of a store made before records (views only)."""
+        """Write a record for every run of a store made before records (views only), into
+        ``records.partial/``, renamed to ``records/`` once complete: an interrupted conversion
+        leaves the old store as it was."""
         runs, curves = self._load_unlocked(write_back=False)
-        self.records_dir.mkdir(exist_ok=True)
+        partial = self.root / "records.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
         by_run = dict(tuple(curves.groupby("run_id"))) if len(curves) else {}
+        hashes = {}
         for _, row in runs.iterrows():
             run_id = str(row["run_id"])
             weights = self.weights_dir / f"{run_id}.csv"
             own = by_run.get(run_id, pd.DataFrame(columns=CURVE_COLUMNS))
-            record = _record({k: v for k, v in row.items() if not _blank(v) or k in RUN_COLUMNS},
-                             own, _sha256(weights) if weights.exists() else None)
-            atomic_write_bytes(self.records_dir / f"{run_id}.json",
-                               json.dumps(record).encode())
+            data = json.dumps(_record(dict(row), own, _sha256(weights) if weights.exists()
+                                      else None)).encode()
+            atomic_write_bytes(partial / f"{run_id}.json", data)
+            hashes[run_id] = hashlib.sha256(data).hexdigest()
+        _fsync_dir(partial)
+        os.rename(partial, self.records_dir)
+        _fsync_dir(self.root)
+        records = [read_record(p) for p in self._record_paths()]
+        self._write_views_unlocked(*_views(records), hashes)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -445,13 +505,14 @@ class Store:
     def weights(self, run_id: str) -> pd.DataFrame | None:
         """A run's final weights, or None if it has none. Raises StoreError if the file is not a
         readable weights file."""
-        path = self.weights_dir / f"{run_id}.csv"
+        path = self.weights_dir / f"{_checked_id(run_id)}.csv"
         if not path.exists():
             return None
         frame = _read_csv(path)
         if list(frame.columns) != WEIGHT_COLUMNS or not pd.api.types.is_numeric_dtype(
                 frame["weight"]):
-            raise StoreError(f"{path} is not a weights file (columns {WEIGHT_COLUMNS}). {_recover(path)}")
+            raise StoreError(f"{path} is not a weights file (columns {WEIGHT_COLUMNS}). "
+                             f"{_recover(path)}")
         return frame
 
     def completed(self) -> set[str]:
@@ -469,22 +530,31 @@ class Store:
         return set(runs.loc[runs["status"].isin(COMPLETE), "run_id"]) if len(runs) else set()
 
     def is_complete(self, run_id: str) -> bool:
-        path = self.records_dir / f"{run_id}.json"
+        path = self.records_dir / f"{_checked_id(run_id)}.json"
         if path.exists():
             with contextlib.suppress(StoreError):
                 return read_record(path)["row"]["status"] in COMPLETE
             return False
-        return run_id in self.completed() if not self._record_paths() else False
+        return run_id in self.completed() if self._legacy() else False
 
     # -- writing ---------------------------------------------------------------------------
 
-    def write(self, row: dict, curves: pd.DataFrame, weights: pd.DataFrame | None) -> None:
-        """Record one run: its weights file, then its record (the commit), then the views."""
-        run_id = row["run_id"]
+    def write(self, row: dict, curves: pd.DataFrame, weights: pd.DataFrame | None) -> bool:
+        """Record one run: its weights file, then its record (the commit: from here on the run
+        is saved), then the views (best effort: views left stale are rebuilt on the next read).
+        A failed run (status error or oom) never replaces a complete one (a ``--force`` rerun
+        that fails keeps the earlier result); returns False when it was not written."""
+        run_id = _checked_id(row["run_id"])
         with self._locked():
-            if not self.records_dir.exists() and self.runs_path.exists():
+            if self._legacy():
                 self._convert_unlocked()
             self.records_dir.mkdir(parents=True, exist_ok=True)
+            if row["status"] not in COMPLETE and self.is_complete(run_id):
+                return False
+            try:  # the views as they are, before this record changes them
+                runs, old = self._load_unlocked(write_back=False, full=False)
+            except StoreError:
+                runs = old = None  # another record is damaged: save this run, leave the views
             weights_path = self.weights_dir / f"{run_id}.csv"
             sha = None
             if weights is not None:
@@ -495,30 +565,41 @@ class Store:
             else:  # a rerun that no longer has weights must not leave the old ones behind
                 weights_path.unlink(missing_ok=True)
             own = curves.assign(run_id=run_id)[CURVE_COLUMNS]
-            runs, old = self._load_unlocked(write_back=False)
-            atomic_write_bytes(self.records_dir / f"{run_id}.json",
-                               json.dumps(_record(row, own, sha)).encode())
+            record = json.dumps(_record(row, own, sha)).encode()
+            atomic_write_bytes(self.records_dir / f"{run_id}.json", record)
+            if runs is None:
+                return True
+            manifest = self._manifest()
+            hashes = dict(manifest["records"]) if manifest else {}
+            if manifest is None or set(hashes) - {run_id} != {
+                    p.stem for p in self._record_paths()} - {run_id}:
+                with contextlib.suppress(StoreError, OSError):
+                    self._load_unlocked(write_back=True)  # rebuild everything from the records
+                return True
+            hashes[run_id] = hashlib.sha256(record).hexdigest()
             kept = old[old["run_id"] != run_id]
-            new_curves = pd.concat([kept, own], ignore_index=True) if len(kept) else own
+            new_curves = _as_read(pd.concat([kept, own], ignore_index=True) if len(kept) else own)
             kept_runs = runs[runs["run_id"] != run_id]
             new_row = pd.DataFrame([row])
             merged = pd.concat([kept_runs, new_row], ignore_index=True) if len(kept_runs) else new_row
             columns = [c for c in RUN_COLUMNS if c in merged.columns] + [
                 c for c in merged.columns if c not in RUN_COLUMNS]
-            self._write_views_unlocked(merged[columns], new_curves)
+            with contextlib.suppress(OSError):
+                self._write_views_unlocked(merged[columns], new_curves, hashes)
+            return True
 
     # -- claims: several processes sharing a store ------------------------------------------
 
     def claim(self, run_id: str, force: bool = False) -> bool:
         """Take the lease on ``run_id`` for this process; False if another live process holds it
-        or (unless ``force``) the run is complete. A lease is void once its owner is gone (same
-        host: the process no longer exists) or has not renewed it (:meth:`renew`) for LEASE_S
-        seconds."""
+        or (unless ``force``) the run is complete. A lease is void once its owner is gone: on
+        this host, once the process no longer exists; from another host, once it has not been
+        renewed (:meth:`renew`) for LEASE_S seconds."""
         with self._locked():
             if not force and self.is_complete(run_id):
                 return False
             self.claims_dir.mkdir(exist_ok=True)
-            path = self.claims_dir / f"{run_id}.json"
+            path = self.claims_dir / f"{_checked_id(run_id)}.json"
             holder = _read_claim(path)
             if holder is not None and holder != _me() and _alive(holder, path):
                 return False
@@ -526,20 +607,23 @@ class Store:
             return True
 
     def renew(self, run_id: str) -> None:
-        """Show this process is still training ``run_id`` (refreshes the lease's time)."""
+        """Show this process is still training ``run_id`` (refreshes the lease's time), if the
+        lease is still this process's."""
+        path = self.claims_dir / f"{_checked_id(run_id)}.json"
         with contextlib.suppress(OSError):
-            os.utime(self.claims_dir / f"{run_id}.json")
+            if _read_claim(path) == _me():
+                os.utime(path)
 
     def release(self, run_id: str) -> None:
         """Give up this process's lease on ``run_id`` (if it holds it)."""
-        path = self.claims_dir / f"{run_id}.json"
+        path = self.claims_dir / f"{_checked_id(run_id)}.json"
         with self._locked():
             if _read_claim(path) == _me():
                 path.unlink(missing_ok=True)
 
     def holder(self, run_id: str) -> dict | None:
-        """The live process holding ``run_id``'s lease ({host, pid}), or None."""
-        path = self.claims_dir / f"{run_id}.json"
+        """The live process holding ``run_id``'s lease ({host, pid, start}), or None."""
+        path = self.claims_dir / f"{_checked_id(run_id)}.json"
         holder = _read_claim(path)
         return holder if holder is not None and _alive(holder, path) else None
 
@@ -548,11 +632,12 @@ class Store:
     def check(self) -> CheckReport:
         """Read every file of the store and say what is wrong with it (nothing is changed)."""
         report = CheckReport()
-        if not self.root.is_dir():
-            report.problems.append(f"{self.root} is not a directory")
+        if not self.root.is_dir() or not self.exists():
+            report.problems.append(f"{self.root} holds no dps-bench store (no records/ and no "
+                                   "runs.csv)")
             return report
         paths = self._record_paths()
-        report.legacy = not paths
+        report.legacy = self._legacy()
         if report.legacy:
             for path, reader in ((self.runs_path, read_runs_csv),
                                  (self.curves_path, read_curves_csv)):
@@ -565,7 +650,7 @@ class Store:
                         report.problems.append(str(e))
                         report.damaged.append(path)
             return report
-        ids = set()
+        good = []
         for p in paths:
             try:
                 record = read_record(p)
@@ -573,29 +658,28 @@ class Store:
                 report.problems.append(str(e))
                 report.damaged.append(p)
                 continue
-            ids.add(p.stem)
             weights = self.weights_dir / f"{p.stem}.csv"
             if record["weights_sha256"] and (
                     not weights.exists() or _sha256(weights) != record["weights_sha256"]):
                 report.problems.append(f"{weights}: missing or not the file its record names "
                                        "(checksum differs)")
                 report.damaged.append(p)
-                ids.discard(p.stem)
-        report.runs = len(ids)
-        try:
-            runs, curves = read_runs_csv(self.runs_path), read_curves_csv(self.curves_path)
-            report.views_stale = set(runs["run_id"]) != ids or not set(curves["run_id"]) <= ids
-        except (StoreError, OSError) as e:
+                continue
+            good.append(p)
+        report.runs = len(good)
+        if self._views_current(paths, full=True) is None:
             report.views_stale = True
-            report.problems.append(f"views: {e}" if isinstance(e, StoreError) else
-                                   f"views: {e.filename}: {e.strerror}")
-        if report.views_stale and not any(p.startswith("views:") for p in report.problems):
-            report.problems.append("runs.csv/curves.csv do not list exactly the runs in records/")
+            report.problems.append("runs.csv/curves.csv are not the views of the records in "
+                                   "records/ (missing, edited or out of date)")
         return report
 
     def repair(self) -> list[str]:
         """Set damaged files aside in ``damaged/`` (never delete), salvage what can be read,
-        convert an old store to records, and rebuild the views. Returns what was done."""
+        convert an old store to records, and rebuild the views from the records. Returns what
+        was done. Raises StoreError if the directory holds no store."""
+        if not self.root.is_dir() or not self.exists():
+            raise StoreError(f"{self.root} holds no dps-bench store (no records/ and no "
+                             "runs.csv); check the path")
         done: list[str] = []
         with self._locked():
             report = self.check()
@@ -604,8 +688,10 @@ class Store:
                 self.damaged_dir.mkdir(exist_ok=True)
                 for path in (self.runs_path, self.curves_path):
                     if path.exists():
-                        shutil.copy2(path, self.damaged_dir / f"{stamp}-{path.name}")
-                        done.append(f"copied {path} -> {self.damaged_dir / (stamp + '-' + path.name)}")
+                        target = self.damaged_dir / f"{stamp}-{path.name}"
+                        shutil.copy2(path, target)
+                        done.append(f"copied {path} -> {target}")
+            dropped: set[str] = set()
             for path in report.damaged:
                 self.damaged_dir.mkdir(exist_ok=True)
                 target = self.damaged_dir / f"{stamp}-{path.name}"
@@ -613,42 +699,113 @@ class Store:
                     shutil.move(path, target)
                     done.append(f"set aside {path} -> {target} (its run will be trained again)")
                 else:  # a damaged view of an old store: salvage its good rows
-                    kept = _salvage(path)
+                    kept, lost = _salvage(path)
+                    dropped |= lost
                     done.append(f"kept the {kept} readable rows of {path}")
             if report.legacy and self.runs_path.exists():
                 runs = read_runs_csv(self.runs_path)
                 if self.curves_path.exists():
                     curves = read_curves_csv(self.curves_path)
-                    missing = set(runs["run_id"]) - set(curves["run_id"])
+                    missing = (set(runs["run_id"]) - set(curves["run_id"])) | dropped
                     lost = runs["run_id"].isin(missing) & runs["status"].isin(COMPLETE)
-                    if lost.any():  # rows whose curves were unreadable: train them again
-                        done.append(f"{int(lost.sum())} runs had no readable curves: they will "
-                                    "be trained again (their rows are in damaged/)")
+                    if lost.any():  # rows whose curves were (partly) unreadable: train again
+                        done.append(f"{int(lost.sum())} runs lost curve rows: they will be "
+                                    "trained again (their rows are in damaged/)")
                         atomic_write_bytes(self.runs_path, _csv_bytes(runs[~lost]))
                 self._convert_unlocked()
                 done.append(f"converted {self.root} to one record per run")
-            runs, curves = self._load_unlocked(write_back=False)
-            self._write_views_unlocked(runs, curves)
-            done.append(f"rebuilt runs.csv and curves.csv ({len(runs)} runs)")
+            records = {p.stem: read_record(p) for p in self._record_paths()}
+            hashes = {run_id: _sha256(self.records_dir / f"{run_id}.json") for run_id in records}
+            runs, curves = _views(list(records.values()))
+            self._write_views_unlocked(runs, curves, hashes)
+            done.append(f"rebuilt runs.csv and curves.csv from the records ({len(runs)} runs)")
         return done
 
 
-def _salvage(path: Path) -> int:
-    """Rewrite the damaged CSV view ``path`` with only its rows that read cleanly."""
+def _salvage(path: Path) -> tuple[int, set[str]]:
+    """Rewrite the damaged CSV view ``path`` with only its rows that read cleanly; returns how
+    many rows it kept and the run ids of the rows it dropped (where readable)."""
     frame = _read_csv(path, drop_torn=True)
     is_runs = path.name == "runs.csv"
     columns = REQUIRED_RUN_COLUMNS if is_runs else CURVE_COLUMNS
     if any(c not in frame.columns for c in columns):  # nothing readable: an empty file
         atomic_write_bytes(path, _csv_bytes(pd.DataFrame(columns=columns)))
-        return 0
-    good = frame[~(_bad_run_rows(frame) if is_runs else _bad_curve_rows(frame))]
-    atomic_write_bytes(path, _csv_bytes(good if len(good.columns) else
-                                         pd.DataFrame(columns=columns)))
-    return len(good)
+        return 0, set()
+    bad = _bad_run_rows(frame) if is_runs else _bad_curve_rows(frame)
+    torn = _torn_ids(path)
+    atomic_write_bytes(path, _csv_bytes(frame[~bad]))
+    lost = {str(r) for r in frame.loc[bad, "run_id"] if not _blank(r)} | torn
+    return int((~bad).sum()), lost
+
+
+def _torn_ids(path: Path) -> set[str]:
+    """The run ids (first field, where it looks like one) of the lines of a CSV file whose
+    number of fields is not the header's."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error:
+        return set()
+    if not rows:
+        return set()
+    return {r[0] for r in rows[1:] if len(r) != len(rows[0]) and r and RUN_ID.fullmatch(r[0])}
+
+
+RUN_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _checked_id(run_id) -> str:
+    """``run_id`` if it is a run id (16 lower-case hex digits), which makes it safe as a file
+    name; StoreError otherwise (a foreign or edited file must not steer a path)."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise StoreError(f"{run_id!r} is not a run id (16 hex digits); the store is damaged or "
+                         "not dps-bench's")
+    return run_id
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove_orphaned_temporaries(root: Path) -> None:
+    """Delete the temporary files (``.<name>.<pid>.<random>.tmp``) that writers killed mid-write
+    left behind, where that writer's process no longer exists on this host."""
+    for folder in (root, root / "records", root / "weights", root / "claims"):
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob(".*.tmp"):
+            match = re.search(r"\.(\d+)\.[^.]*\.tmp$", tmp.name)
+            if match and not _pid_alive(int(match.group(1))):
+                tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a pid reused by
+    another process from the one that took a lease; None where /proc is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
 
 
 def _me() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())}
 
 
 def _read_claim(path: Path) -> dict | None:
@@ -660,15 +817,18 @@ def _read_claim(path: Path) -> dict | None:
 
 
 def _alive(holder: dict, path: Path) -> bool:
-    try:
-        fresh = time.time() - path.stat().st_mtime < LEASE_S
-    except OSError:
-        return False
+    """Whether a lease's owner still holds it: on this host, while the process exists (and is
+    the same process: same start time); from another host, while renewed within LEASE_S."""
     if holder.get("host") == socket.gethostname():
         try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
+            pid = int(holder["pid"])
+        except (TypeError, ValueError):
             return False
-        except (PermissionError, ValueError, TypeError):
-            pass
-    return fresh
+        if not _pid_alive(pid):
+            return False
+        start = holder.get("start")
+        return start is None or _start_time(pid) in (None, start)
+    try:
+        return time.time() - path.stat().st_mtime < LEASE_S
+    except OSError:
+        return False

@@ -273,17 +273,17 @@ def test_a_claim_whose_owner_died_is_taken_over(tmp_path):
                           capture_output=True, text=True).stdout.strip()
     import socket
 
-    (tmp_path / "claims" / "abc.json").write_text(
+    (tmp_path / "claims" / "00000000000000ab.json").write_text(
         json.dumps({"host": socket.gethostname(), "pid": int(dead)}))
-    assert store.holder("abc") is None
-    assert store.claim("abc")
+    assert store.holder("00000000000000ab") is None
+    assert store.claim("00000000000000ab")
     other = Store(tmp_path)
-    (tmp_path / "claims" / "xyz.json").write_text(
+    (tmp_path / "claims" / "00000000000000cd.json").write_text(
         json.dumps({"host": "another-host", "pid": 1}))
-    assert not other.claim("xyz")  # a fresh lease from another machine is respected
+    assert not other.claim("00000000000000cd")  # a fresh lease from another machine is respected
     old = time.time() - store_module.LEASE_S - 5
-    os.utime(tmp_path / "claims" / "xyz.json", (old, old))
-    assert other.claim("xyz")  # an expired one is not
+    os.utime(tmp_path / "claims" / "00000000000000cd.json", (old, old))
+    assert other.claim("00000000000000cd")  # an expired one is not
 
 
 def test_parallel_jobs_run_every_run_once(tmp_path, capsys):
@@ -298,3 +298,67 @@ def test_store_errors_are_the_suites_errors():
     from benchmarks.errors import DpsBenchError
 
     assert issubclass(StoreError, DpsBenchError)
+
+
+def test_an_interrupted_conversion_of_an_old_store_loses_nothing(tmp_path):
+    """Conversion writes records.partial/ and renames it when complete: a conversion killed
+    half-way leaves the old store as it was, and the next open converts it whole."""
+    out = legacy_store(tmp_path)
+    partial = out / "records.partial"
+    partial.mkdir()
+    (partial / "0123456789abcdef.json").write_text("{}")  # what a killed conversion left
+    store = Store(out)
+    assert store._legacy() and len(store.runs()) == 4
+    store.prepare()
+    assert not partial.exists() and len(list((out / "records").iterdir())) == 4
+    assert len(Store(out).runs()) == 4 and Store(out).check().ok
+
+
+def test_hand_edited_views_are_not_served(tmp_path):
+    assert run_cli(tmp_path) == 0
+    runs = pd.read_csv(tmp_path / "runs.csv", dtype={"run_id": str})
+    truth = runs.set_index("run_id")["final_metric"].copy()
+    runs.loc[0, "final_metric"] = 0.999
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    curves = (tmp_path / "curves.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "curves.csv").write_text("".join(curves[:-2]))  # cut at a line boundary
+    assert not Store(tmp_path).check().ok
+    served = Store(tmp_path).runs().set_index("run_id")["final_metric"]
+    assert served.sort_index().to_dict() == truth.sort_index().to_dict()
+    assert len(Store(tmp_path).curves()) == len(curves) - 1
+    assert Store(tmp_path).check().ok  # the read rebuilt the views from the records
+
+
+def test_a_run_id_cannot_steer_a_path(tmp_path, capsys):
+    (tmp_path / "runs.csv").write_text(
+        "run_id,method,seed,status,config_json\n../../escaped,bads,0,ok,{}\n")
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    assert "line 2" in capsys.readouterr().err
+    with pytest.raises(StoreError, match="not a run id"):
+        Store(tmp_path).weights("../../escaped")
+    assert not (tmp_path.parent.parent / "escaped.json").exists()
+
+
+def test_a_failed_forced_rerun_keeps_the_finished_result(tmp_path, monkeypatch):
+    assert run_cli(tmp_path, methods="train_only", seeds="0") == 0
+    before = Store(tmp_path).runs().iloc[0]
+
+    def broken(*a, **k):
+        raise RuntimeError("a bug in the new code")
+
+    monkeypatch.setattr(sweep, "run", broken)
+    assert run_cli(tmp_path, "--force", methods="train_only", seeds="0") == 1
+    after = Store(tmp_path).runs().iloc[0]
+    assert after["status"] == "ok" and after["final_metric"] == before["final_metric"]
+
+
+def test_temporary_files_of_dead_writers_are_cleaned_up(tmp_path):
+    assert run_cli(tmp_path, methods="train_only", seeds="0") == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    orphan = tmp_path / "records" / f".0123456789abcdef.json.{dead}.x1y2.tmp"
+    mine = tmp_path / f".runs.csv.{os.getpid()}.abcd.tmp"
+    orphan.write_text("half a record")
+    mine.write_text("being written")
+    Store(tmp_path).prepare()
+    assert not orphan.exists() and mine.exists()

@@ -115,12 +115,13 @@ def test_store_replaces_a_runs_rows_instead_of_duplicating(tmp_path):
     store = Store(tmp_path)
     curves = pd.DataFrame({"step": [1, 2], "split": ["test"] * 2, "metric_name": ["acc"] * 2,
                            "value": [0.1, 0.2]})
-    row = {c: "" for c in RUN_COLUMNS} | {"run_id": "abc", "status": "error", "config_json": "{}"}
+    row = {c: "" for c in RUN_COLUMNS} | {"run_id": "0123456789abcdef", "status": "error",
+                                          "config_json": "{}"}
     store.write(row, curves, None)
     store.write(row | {"status": "ok"}, curves.assign(value=[0.3, 0.4]), None)
     assert store.runs().status.tolist() == ["ok"]
     assert store.curves().value.tolist() == [0.3, 0.4]
-    assert store.completed() == {"abc"}
+    assert store.completed() == {"0123456789abcdef"}
     assert not list(tmp_path.glob(".*.tmp"))
 
 
