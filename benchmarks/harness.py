@@ -18,6 +18,7 @@ Divergence: a logged scalar or diagnostic that is not finite at an evaluation, o
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import time
@@ -209,6 +210,20 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5
 
 
+def _oom_message(e: BaseException, where: str, device: torch.device) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (f"out of memory at {where} on {device} ({first}); use a smaller --set "
+            "batch_size=... or profile, fewer --jobs, or another device")
+
+
+def _free(device: torch.device) -> None:
+    """Return the failed run's memory (after its exception, and the tensors its traceback
+    held, are gone)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device,
         on_step: Callable[[int], None] | None = None) -> RunOutcome:
     """Train ``spec.method`` on ``data`` for ``settings.steps`` steps and evaluate it.
@@ -218,10 +233,17 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     """
     started = time.perf_counter()
     settings = scenario.Settings(**spec.settings)
+    failure = None
     try:
         setup = set_up(spec, scenario, data, device)
     except NonFiniteError as e:  # e.g. scores from a model trained on a non-finite Dm
-        return RunOutcome(status="diverged", error=f"{e} (in the method's prepare)",
+        failure = ("diverged", f"{e} (in the method's prepare)")
+    except (OUT_OF_MEMORY, MemoryError) as e:  # moving the data, or the method's prepare
+        failure = ("oom", _oom_message(e, "setting up (data to the device, the method's "
+                                          "prepare)", device))
+    if failure is not None:
+        _free(device)
+        return RunOutcome(status=failure[0], error=failure[1],
                           final_metric=float("nan"), best_metric=float("nan"),
                           time_per_step_ms=float("nan"), peak_mem_mb=float("nan"),
                           wall_s=time.perf_counter() - started,
@@ -284,12 +306,10 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
         error = f"{e}; lower the learning rate ({hint})"
     except (OUT_OF_MEMORY, MemoryError) as e:
         status = "oom"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        error = (f"out of memory at step {step + 1} on {device} ({first}); use a smaller "
-                 "--set batch_size=... or profile, fewer --jobs, or another device")
+        error = _oom_message(e, f"step {step + 1}", device)
         curves = [c for c in curves if c[0] <= step]
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    if status == "oom":
+        _free(device)
 
     frame = pd.DataFrame(curves, columns=["step", "split", "metric_name", "value"])
     test = frame[(frame.split == "test")]["value"]

@@ -51,7 +51,7 @@ RUN_COLUMNS = [
     "run_id", "scenario", "source", "profile", "method", "seed", "steps", "metric_name",
     "final_metric", "best_metric", "time_per_step_ms", "peak_mem_mb", "device", "status",
     "error", "config_json", "torch_version", "git_sha", "wall_s", "threads", "prepare_s",
-    "weights_status", "code_sha", "jobs", "load_avg",
+    "weights_status", "code_sha", "jobs", "load_avg", "cpus",
 ]
 REQUIRED_RUN_COLUMNS = ["run_id", "method", "seed", "status", "config_json"]
 CURVE_COLUMNS = ["run_id", "step", "split", "metric_name", "value"]

@@ -11,6 +11,7 @@ load at its start, so stale or contended numbers can be told apart.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -19,9 +20,11 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,10 +114,16 @@ def plan(scenario_name: str, source: str | None, profile: str, methods: list[str
     return specs
 
 
+# the code that computes a run's numbers: methods, models, data, scenarios, the training harness
+RESULT_CODE = ("methods", "benchmarks/data", "benchmarks/models", "benchmarks/scenarios",
+               "benchmarks/harness.py", "benchmarks/config.py", "benchmarks/metering.py",
+               "benchmarks/weight_health.py")
+
+
 def code_sha() -> str:
-    """SHA-256 (12 hex digits) of the suite's code that computes results: every ``.py`` file of
-    ``methods/`` and ``benchmarks/`` (path and content), and the suite version. Unlike
-    ``git_sha`` it needs no checkout and sees uncommitted edits."""
+    """SHA-256 (12 hex digits) of the code that computes results (RESULT_CODE: every ``.py``
+    file's path and content) and the suite version. Unlike ``git_sha`` it needs no checkout and
+    sees uncommitted edits; a change to the report, the store or the command line leaves it."""
     return _code_sha()
 
 
@@ -122,9 +131,10 @@ def code_sha() -> str:
 def _code_sha() -> str:
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(f"suite_version={SUITE_VERSION}".encode())
-    for package in ("methods", "benchmarks"):
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    files = sorted(p for part in RESULT_CODE for p in
+                   ([root / part] if part.endswith(".py") else (root / part).rglob("*.py")))
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -139,7 +149,7 @@ def default_threads() -> int:
 def oversubscribed(jobs: int, threads: int) -> str | None:
     """A warning if the machine's 1-minute load plus this sweep's ``jobs``·``threads`` exceeds
     its cores (times per step then include waiting for a core), else None."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cpus()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load + jobs * threads > (cores or 1) + 0.5:
         return (f"warning: the machine looks oversubscribed (load {load:.1f} on {cores} cores, "
@@ -182,7 +192,8 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
     if warning:
         tqdm.write(warning)
     disable = {True: False, False: True, None: None}[progress]  # None: only on a terminal
-    context = _Context(str(out), data_dir, str(dev), threads, jobs, force)
+    context = _Context(str(out), data_dir, str(dev), threads, jobs, force, code_sha(), git_sha(),
+                       usable_cpus())
     elsewhere: list[str] = []
     if jobs == 1:
         torch.set_num_threads(threads)
@@ -200,30 +211,61 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
         bar.close()
     else:
         bar = tqdm(total=len(todo), unit="run", disable=disable, dynamic_ncols=True, desc="sweep")
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
-            futures = {pool.submit(_run_one, spec, context, None): spec for spec in todo}
-            try:
-                for i, future in enumerate(as_completed(futures), 1):
-                    spec = futures[future]
-                    try:
-                        line, error = future.result()
-                    except Exception as e:  # a worker that died (killed, out of memory)
-                        line = f"ERROR worker died: {type(e).__name__}: {e}"
-                        error = f"{spec.method} seed={spec.seed}: worker died: {e}"
-                    _report(i, len(todo), spec, line, error, failed, elsewhere)
-                    bar.update(1)
-            except KeyboardInterrupt:
-                pool.shutdown(wait=True, cancel_futures=True)
-                bar.close()
-                raise
-        bar.close()
+        try:
+            _run_parallel(todo, context, jobs, threads, bar, failed, elsewhere)
+        finally:
+            bar.close()
     if elsewhere:
         tqdm.write(f"{len(elsewhere)} runs were being trained by another process on {out} "
                    f"({'; '.join(elsewhere[:3])}{'; ...' if len(elsewhere) > 3 else ''}); they "
                    "are left to it: run this command again once it has finished")
     return SweepResult(len(todo) - len(elsewhere), skipped, failed, len(elsewhere))
+
+
+def _run_parallel(todo: list[RunSpec], context: _Context, jobs: int, threads: int, bar,
+                  failed: list[str], elsewhere: list[str], restarts: int = 2) -> None:
+    """Run ``todo`` in ``jobs`` worker processes. A worker that dies (killed, out of memory)
+    breaks the pool: it is started afresh, up to ``restarts`` times, for the runs not yet done.
+    Ctrl-C or SIGTERM stops the workers at once (their leases end with them) and re-raises."""
+    pending, done = list(todo), 0
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(restarts + 1):
+        pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(threads,))
+        futures = {pool.submit(_run_one, spec, context, None): spec for spec in pending}
+        broken = False
+        try:
+            for future in as_completed(futures):
+                spec = futures[future]
+                try:
+                    line, error = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                pending.remove(spec)
+                done += 1
+                _report(done, len(todo), spec, line, error, failed, elsewhere)
+                bar.update(1)
+        except KeyboardInterrupt:
+            _stop_workers(pool)
+            raise
+        pool.shutdown(wait=True)
+        if not broken or not pending:
+            return
+        tqdm.write(f"a worker process died (killed or out of memory); {len(pending)} runs left"
+                   + ("; starting the workers again" if attempt < restarts else ""))
+    for spec in pending:
+        failed.append(f"{spec.method} seed={spec.seed}: its worker process died {restarts + 1} "
+                      "times (out of memory?); run it with --jobs 1 to see why")
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's worker processes now (a run in progress is abandoned, as with Ctrl-C
+    without --jobs) instead of waiting for their runs to finish."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -234,6 +276,9 @@ class _Context:
     threads: int
     jobs: int
     force: bool
+    code_sha: str
+    git_sha: str
+    cpus: int
 
 
 _BUILT: dict[str, object] = {}  # per process: the scenario data of the last (seed, settings)
@@ -254,6 +299,7 @@ def _run_one(spec: RunSpec, context: _Context, advance) -> tuple[str, str | None
     if not store.claim(spec.run_id, force=context.force):
         holder = store.holder(spec.run_id) or {}
         return f"ELSEWHERE pid {holder.get('pid')} on {holder.get('host')}", None
+    renewing = _Renewal(store, spec.run_id)
     try:
         dev = torch.device(context.device)
         source_key = (spec.source, context.data_dir)
@@ -267,15 +313,12 @@ def _run_one(spec: RunSpec, context: _Context, advance) -> tuple[str, str | None
             settings = scenario.Settings(**spec.settings)
             _BUILT.clear()  # keep one at a time
             _BUILT[key] = scenario.build(_SOURCES[source_key], settings, data_seed)
-        last = [0, time.monotonic()]
+        last = [0]
 
         def on_step(step: int) -> None:
             if advance is not None:
                 advance(step - last[0])
             last[0] = step
-            if time.monotonic() - last[1] > 30:  # show the lease's owner is alive
-                store.renew(spec.run_id)
-                last[1] = time.monotonic()
 
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         t0 = time.perf_counter()
@@ -304,7 +347,33 @@ def _run_one(spec: RunSpec, context: _Context, advance) -> tuple[str, str | None
         return line, (f"{spec.method} seed={spec.seed}: {outcome.error}"
                       if outcome.status == "oom" else None)
     finally:
+        renewing.stop()
         store.release(spec.run_id)
+
+
+class _Renewal:
+    """Renews a lease every 60 s from a background thread while its run trains (set-up,
+    offline scoring and evaluations included), for leases read from another host."""
+
+    def __init__(self, store: Store, run_id: str, every: float = 60.0) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(store, run_id, every),
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self, store: Store, run_id: str, every: float) -> None:
+        while not self._stop.wait(every):
+            store.renew(run_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _report(i: int, n: int, spec: RunSpec, line: str, error: str | None, failed: list[str],
@@ -318,19 +387,23 @@ def _report(i: int, n: int, spec: RunSpec, line: str, error: str | None, failed:
 
 
 def _stale(store: Store, ids: set[str]) -> str | None:
-    """A note if some of the complete runs ``ids`` were made by other code than this."""
+    """A note if some of the complete runs ``ids`` were made by other code (``code_sha``) or
+    another torch version than this process's."""
     runs = store.runs()
     runs = runs[runs["run_id"].isin(ids)]
     recorded = runs["code_sha"] if "code_sha" in runs.columns else pd.Series("", index=runs.index)
     recorded = recorded.astype(object).where(recorded.notna(), "")
-    other = runs[recorded != code_sha()]
+    torch_then = runs["torch_version"].astype(object).where(runs["torch_version"].notna(), "")
+    other = runs[(recorded != code_sha()) | (torch_then != torch.__version__)]
     if other.empty:
         return None
-    versions = ", ".join(sorted({f"code {c or 'unrecorded'} (git {g})" for c, g in
-                                 zip(recorded[other.index], other["git_sha"], strict=True)}))
-    return (f"note: {len(other)} of these complete runs were made by other code ({versions}; "
-            f"this is code {code_sha()}), so their numbers may differ from what this code gives. "
-            "`dps-bench verify OUT` reruns a sample and compares; `--force` reruns them all.")
+    versions = ", ".join(sorted({f"code {c or 'unrecorded'} (git {g}), torch {t}" for c, g, t in
+                                 zip(recorded[other.index], other["git_sha"],
+                                     torch_then[other.index], strict=True)}))
+    return (f"note: {len(other)} of these complete runs were made by other code or torch "
+            f"({versions}; this is code {code_sha()}, torch {torch.__version__}), so their "
+            "numbers may differ from what this code gives. `dps-bench verify OUT` reruns a "
+            "sample and compares; `--force` reruns them all.")
 
 
 def _empty_curves():
@@ -347,8 +420,9 @@ def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: f
         "final_metric": float("nan"), "best_metric": float("nan"),
         "time_per_step_ms": float("nan"), "peak_mem_mb": float("nan"),
         "device": str(device), "status": status, "error": error,
-        "config_json": spec.to_json(), "torch_version": torch.__version__, "git_sha": git_sha(),
+        "config_json": spec.to_json(), "torch_version": torch.__version__,
+        "git_sha": context.git_sha,
         "wall_s": round(wall_s, 3), "threads": torch.get_num_threads(), "prepare_s": 0.0,
-        "weights_status": "", "code_sha": code_sha(), "jobs": context.jobs,
-        "load_avg": round(load_avg, 2),
+        "weights_status": "", "code_sha": context.code_sha, "jobs": context.jobs,
+        "load_avg": round(load_avg, 2), "cpus": context.cpus,
     }

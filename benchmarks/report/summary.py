@@ -123,7 +123,8 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
     final test metric, or with ``compare_on="val"`` on val_score; with
     ``controls_side_by_side``, also each matched control's final_mean, val_mean and auroc as
     ``<control> <column>``), timing ("contended" where some of the runs trained beside others,
-    ``--jobs`` > 1: their time_ms is not a clean measurement), and n_bad (runs that diverged or
+    ``--jobs`` > 1, or started on a machine whose load exceeded its cores: their time_ms is not
+    a clean measurement), and n_bad (runs that diverged or
     failed).
     """
     from .controls import compare_with_controls
@@ -149,14 +150,19 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
                                             "ci_high",
                                             "selected_mean", "val_mean", "time_ms", "peak_mb",
                                             "time_x", "mem_x", "n_bad", "weights", "n_degenerate"])
+    if "jobs" in runs.columns:  # runs trained beside others, or on a busy machine
+        nan = pd.Series(float("nan"), index=runs.index)
+        jobs = pd.to_numeric(runs["jobs"], errors="coerce")
+        load = pd.to_numeric(runs["load_avg"], errors="coerce") if "load_avg" in runs else nan
+        cpus = pd.to_numeric(runs["cpus"], errors="coerce") if "cpus" in runs else nan
+        runs["contended"] = ((jobs > 1) | (load > cpus)).fillna(False).astype(bool)
     ok = runs[runs["status"] == "ok"]
     extra = {c: (c, "mean") for c in runs.columns if c.startswith("w:")}
     extra.update({c: (c, "mean") for c in ("auroc", "data_share") if c in runs.columns})
     if "data/prior" in runs.columns:
         extra["data/prior"] = ("data/prior", "median")
-    if "jobs" in runs.columns:  # runs trained beside others (--jobs > 1): times under contention
-        extra["timing"] = ("jobs", lambda j: "contended" if (pd.to_numeric(j, errors="coerce")
-                                                            > 1).any() else "")
+    if "contended" in runs.columns:
+        extra["timing"] = ("contended", lambda c: "contended" if c.any() else "")
     table = ok.groupby(KEYS, sort=False, dropna=False).agg(
         params=("params", "first"), metric=("metric_name", "first"), n=("seed", "count"),
         final_mean=("final_metric", "mean"), final_std=("final_metric", "std"),
