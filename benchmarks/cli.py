@@ -281,13 +281,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     print(f"rerunning {'all' if args.sample == 0 else f'up to {args.sample}'} complete runs of "
           f"{args.store} at this code:", flush=True)
+    if args.sample < 0:
+        raise DpsBenchError(f"--sample must be >= 0 (0: every complete run), got {args.sample}")
     verdicts = verify(args.store, None if args.sample == 0 else args.sample, args.seed,
                       args.tolerance, args.data_dir,
                       _csv_list(args.methods) if args.methods else None, on_result=show)
     table = pd.DataFrame([vars(v) for v in verdicts])
     print(to_markdown(table[["method", "seed", "run_id", "stored", "now", "max_abs_diff",
                              "verdict", "note"]]))
-    bad = table[table["verdict"].isin(["DIFFERS", "STALE"])]
+    bad = table[table["verdict"].isin(["DIFFERS", "STALE", "ERROR"])]
     if len(bad):
         print(f"{len(bad)} of {len(table)} runs do not reproduce at this code: regenerate them "
               f"(`dps-bench run ... --out {args.store} --force`, or the command in "
@@ -519,8 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rerun complete runs of a results directory at this code, with their "
                     "recorded configuration, seed and thread count, and compare every curve value "
                     "and the status with what is stored: exact (bit for bit), within tolerance, "
-                    "DIFFERS, or STALE (an older suite version). Exit status 1 if any run does "
-                    "not reproduce. Nothing in the directory is changed.",
+                    "DIFFERS, STALE (an older suite version) or ERROR (the rerun raised). Exit "
+                    "status 1 if any run does not reproduce. No result in the directory is "
+                    "changed (the reruns are not stored).",
         epilog="examples:\n  dps-bench verify results/balancing/mnist1d-quick --sample 3\n"
                "  dps-bench verify results/balancing/mnist-short --methods bads --data-dir "
                "../shared/data --sample 0",

@@ -9,7 +9,9 @@ loss, metric and weight statistic at each evaluation) and the status with what i
 - ``exact``: every value equal bit for bit (expected on the CPU with the same code and threads);
 - ``within tolerance``: the largest absolute difference is at most ``tolerance``;
 - ``DIFFERS``: anything else (the number printed is the largest absolute difference);
-- ``STALE``: the run was made by a suite version whose run ids this code no longer produces;
+- ``STALE``: the run was made by a suite version whose run ids this code no longer produces
+  (or with a configuration this code cannot express);
+- ``ERROR``: the rerun raised;
 - ``skipped``: recorded on CUDA and this machine has none.
 """
 
@@ -72,6 +74,9 @@ def verify(out: str, sample: int | None = 5, seed: int = 0, tolerance: float = 0
     missing data."""
     if tolerance < 0:
         raise DpsBenchError(f"--tolerance must be >= 0, got {tolerance}")
+    if sample is not None and sample < 1:
+        raise DpsBenchError(f"--sample must be a positive number of runs (or 0 for all), got "
+                            f"{sample}")
     store = Store(out)
     runs, curves = store.runs(), store.curves()
     if runs.empty:
@@ -96,10 +101,15 @@ def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
                 data_dir: str | None, sources: dict) -> Verdict:
     config = json.loads(row["config_json"])
     version = config.pop("suite_version", None)
-    spec = RunSpec(**config)
     base = dict(run_id=row["run_id"], method=row["method"], seed=int(row["seed"]),
                 stored=float(row["final_metric"]), now=float("nan"), max_abs_diff=float("nan"))
-    if version != SUITE_VERSION or spec.run_id != row["run_id"]:
+    try:
+        spec = RunSpec(**config)
+        scenario = get_scenario(spec.scenario)
+        settings = scenario.Settings(**spec.settings)
+    except (TypeError, KeyError, DpsBenchError):  # a configuration this code cannot express
+        spec = None
+    if spec is None or version != SUITE_VERSION or spec.run_id != row["run_id"]:
         return Verdict(**base, verdict="STALE",
                        note=f"made by suite version {version}, this is {SUITE_VERSION}: rerun it "
                             "(`dps-bench run ... --force`)")
@@ -111,10 +121,13 @@ def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
     if spec.source not in sources:
         sources.clear()
         sources[spec.source] = load_source(spec.source, data_dir)
-    scenario = get_scenario(spec.scenario)
-    data = scenario.build(sources[spec.source], scenario.Settings(**spec.settings),
-                          derive_seed(spec.seed, spec.scenario, spec.source))
-    outcome = run(spec, scenario, data, device)
+    try:
+        data = scenario.build(sources[spec.source], settings,
+                              derive_seed(spec.seed, spec.scenario, spec.source))
+        outcome = run(spec, scenario, data, device)
+    except Exception as e:  # the rerun itself failed: that does not reproduce either
+        return Verdict(**base, verdict="ERROR", note=f"the rerun raised {type(e).__name__}: {e}",
+                       threads=threads)
     diff = _max_abs_diff(stored_curves, outcome.curves)
     same_status = outcome.status == row["status"]
     if same_status and diff == 0.0:

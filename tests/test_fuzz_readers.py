@@ -11,6 +11,7 @@ joins by adding an entry here.
 from __future__ import annotations
 
 import json
+import signal
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,12 +24,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.data.idx import read_idx, write_idx
+from benchmarks.data.mnist1d import read_cache
 from benchmarks.errors import DpsBenchError
 from benchmarks.reproduce import load_reference
 from benchmarks.store import CURVE_COLUMNS, RUN_COLUMNS, Store, read_curves_csv, read_record, read_runs_csv
 from benchmarks.tuned import load_tuned, tuned_path
 
 MAX_BYTES = 64 << 20  # a reader may not allocate this much on a fixture of a few KB
+
+
+def _hang(signum, frame):
+    raise AssertionError("the reader hung on a mutated file (no result after 10 s)")
 
 
 @dataclass
@@ -92,6 +98,29 @@ def _weights_bytes(tmp: Path) -> bytes:
     return b"index,weight,group\n0,0.5,majority\n1,0.9,minority\n"
 
 
+def _mnist1d_cache_bytes(tmp: Path) -> bytes:
+    path = tmp / "cache.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(size=(6, 40)), y=np.arange(6) % 10,
+             x_test=rng.normal(size=(3, 40)), y_test=np.arange(3))
+    return path.read_bytes()
+
+
+def _load_mnist1d_cache(path: Path):
+    """A damaged cache must read as None (it is then generated again), never raise."""
+    arrays = read_cache(path)
+    return "regenerate" if arrays is None else arrays
+
+
+def _load_store_record(path: Path):
+    """A whole store whose one record is the fuzzed file: opening it either serves the views or
+    raises StoreError."""
+    store = path.parent / "store"
+    (store / "records").mkdir(parents=True, exist_ok=True)
+    (store / "records" / path.name).write_bytes(path.read_bytes())
+    return Store(store).runs()
+
+
 def _load_weights(path: Path):
     target = path.parent / "store" / "weights" / path.name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +137,8 @@ READERS = [
     Reader("curves-csv", "curves.csv", _curves_bytes, read_curves_csv),
     Reader("run-record", "0123456789abcdef.json", _record_bytes, read_record),
     Reader("weights-csv", "0123456789abcdef.csv", _weights_bytes, _load_weights),
+    Reader("mnist1d-cache", "mnist1d-n70000-s42.npz", _mnist1d_cache_bytes, _load_mnist1d_cache),
+    Reader("store-with-record", "0123456789abcdef.json", _record_bytes, _load_store_record),
 ]
 
 mutation = st.one_of(
@@ -157,11 +188,14 @@ def test_reader_survives_mutated_bytes(reader, tmp_path_factory):
         path = folder / reader.file_name
         path.write_bytes(mutate(valid, ops))
         tracemalloc.start()
+        signal.signal(signal.SIGALRM, _hang)
+        signal.alarm(10)  # hypothesis's deadline is checked only once the call returns
         try:
             reader.load(path)
         except DpsBenchError:
             pass
         finally:
+            signal.alarm(0)
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
         assert peak < MAX_BYTES, f"{reader.name} allocated {peak >> 20} MiB on a tiny file"

@@ -213,28 +213,52 @@ def test_complete_runs_made_by_other_code_are_pointed_out(tmp_path, monkeypatch,
 
 # -- processes: kill -9, SIGTERM, two writers --------------------------------------------------
 
+def wait_for(condition, timeout: float = 120.0, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False
+
+
+def claimed(out: Path) -> bool:
+    """A run is being trained (its lease file exists): the process is past its set-up."""
+    return (out / "claims").is_dir() and any((out / "claims").glob("*.json"))
+
+
 def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
-    """A sweep killed with SIGKILL at random moments, again and again, then resumed: every
-    finished run survives each kill, none is stored twice, and every file stays readable."""
+    """A sweep killed with SIGKILL at random moments while it trains, again and again, then
+    resumed: every finished run survives each kill, none is stored twice, every file stays
+    readable, and the sweep does make progress between kills."""
     out = tmp_path / "store"
     rng = random.Random(0)
     finished: set[str] = set()
-    for _ in range(6):
+    progress = []
+    for cycle in range(6):
         proc = spawn(out)
-        time.sleep(rng.uniform(2.0, 6.0))
+        if cycle % 2:  # at a random moment of a run in progress
+            assert wait_for(lambda p=proc: claimed(out) or p.poll() is not None)
+            time.sleep(rng.uniform(0.0, 1.0))
+        else:  # just after a run finished: during the next one's start or the views' writes
+            before = len(finished)
+            assert wait_for(lambda p=proc, n=before: len(Store(out).completed()) > n
+                            or p.poll() is not None, every=0.05)
+            time.sleep(rng.uniform(0.0, 0.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         store = Store(out)
-        if not store.root.exists():
-            continue
         done = store.completed()
         assert finished <= done, "a finished run was lost"
+        progress.append(len(done))
         finished = done
         runs = store.runs()
-        assert runs["run_id"].is_unique
+        assert runs["run_id"].is_unique and set(runs["run_id"]) == done
+    assert progress[-1] > 0, "no run finished between the kills: the test tested nothing"
     proc = spawn(out)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
+    assert stdout.count(": ok accuracy=") == 12 - progress[-1]  # only the missing ones ran
     store = Store(out)
     runs = store.runs()
     assert len(runs) == 12 and runs["run_id"].is_unique and set(runs["status"]) == {"ok"}
@@ -243,12 +267,25 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path):
 
 
 def test_sigterm_stops_like_ctrl_c(tmp_path):
-    proc = spawn(tmp_path / "store", steps="2000")
-    time.sleep(8)
+    out = tmp_path / "store"
+    proc = spawn(out, steps="2000")
+    assert wait_for(lambda: claimed(out) or proc.poll() is not None)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143
     assert "terminated; completed runs are saved" in stderr and "Traceback" not in stderr
+    assert not list((out / "claims").glob("*.json"))  # its lease went with it
+
+
+def test_ctrl_c_with_parallel_jobs_stops_the_workers_at_once(tmp_path):
+    out = tmp_path / "store"
+    proc = spawn(out, "--jobs", "2", steps="20000")
+    assert wait_for(lambda: claimed(out) or proc.poll() is not None)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - started < 60, "Ctrl-C waited for the runs in progress"
+    assert proc.returncode == 130 and "interrupted; completed runs are saved" in stderr
 
 
 def test_two_writers_on_one_folder_share_the_runs(tmp_path):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +42,28 @@ def _generate() -> dict[str, np.ndarray]:
     return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
 
 
+def read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays (x, y, x_test, y_test: numeric, as many labels as signals, signals of
+    one length), or None if the file is absent, damaged or not such a cache. Never unpickles."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in ("x", "y", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError, EOFError, SyntaxError, zipfile.BadZipFile,
+            zlib.error):
+        return None
+    ok = (all(a.dtype.kind in "fiu" for a in arrays.values())
+          and arrays["x"].ndim == 2 and arrays["x_test"].ndim == 2
+          and arrays["x"].shape[1] == arrays["x_test"].shape[1]
+          and arrays["y"].shape == arrays["x"].shape[:1]
+          and arrays["y_test"].shape == arrays["x_test"].shape[:1])
+    return arrays if ok else None
+
+
 def load_mnist1d() -> SourceData:
     """Train pool of 60,000 and test pool of 10,000 signals, shape [N, 1, 40]."""
     path = cache_dir() / f"mnist1d-n{NUM_SAMPLES}-s{SEED}.npz"
-    try:
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, KeyError, EOFError):
+    arrays = read_cache(path)
+    if arrays is None:  # absent or damaged: generate it again (it is only a cache)
         arrays = _generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
