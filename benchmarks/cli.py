@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import signal
 import sys
 
@@ -577,6 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownMethodError as e:
         print(f"dps-bench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `dps-bench report ... | head`: the reader has gone
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 0
     except KeyboardInterrupt as e:
         print(f"\ndps-bench: {'terminated' if isinstance(e, _Terminated) else 'interrupted'}; "
               "completed runs are saved. Run the same command again to resume.", file=sys.stderr)
