@@ -46,7 +46,7 @@ def _gunzip(raw: bytes, path: Path) -> bytes:
             if stream.eof:
                 break
         if not stream.eof:
-            raise DataError(f"{path}: gzip stream is truncated; download the file again")
+            raise DataError(f"{path}: gzip stream is truncated or corrupt; download the file again")
     except zlib.error as e:
         raise DataError(f"{path}: gzip stream is corrupt ({e}); download the file again") from e
     return bytes(out)
