@@ -243,8 +243,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         head, sep, tail = out.partition("=")
         label, path = (head, tail) if sep and "/" not in head else (out, out)
         store = Store(path)
-        if not store.runs_path.exists():
-            raise DpsBenchError(f"no runs.csv in {path}; run `dps-bench run ... --out {path}`")
+        if not store.exists():
+            raise DpsBenchError(f"no results in {path}; run `dps-bench run ... --out {path}`")
         tables[label] = summarize_store(store, args.compare_on, args.controls_side_by_side)
     if args.side_by_side:
         try:
@@ -287,11 +287,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise DpsBenchError(f"--sample must be >= 0 (0: every complete run), got {args.sample}")
     verdicts = verify(args.store, None if args.sample == 0 else args.sample, args.seed,
                       args.tolerance, args.data_dir,
-                      _csv_list(args.methods) if args.methods else None, on_result=show)
+                      _csv_list(args.methods) if args.methods else None, on_result=show,
+                      refresh=args.refresh)
     table = pd.DataFrame([vars(v) for v in verdicts])
     print(to_markdown(table[["method", "seed", "run_id", "stored", "now", "max_abs_diff",
                              "verdict", "note"]]))
-    bad = table[table["verdict"].isin(["DIFFERS", "STALE", "ERROR"])]
+    if args.refresh:
+        print(f"{int(table['refreshed'].sum())} reruns stored in {args.store} in place of runs "
+              "that did not reproduce; `dps-bench report` shows the updated numbers")
+    bad = table[table["verdict"].isin(["DIFFERS", "STALE", "ERROR"]) & ~table["refreshed"]]
     if len(bad):
         print(f"{len(bad)} of {len(table)} runs do not reproduce at this code: regenerate them "
               f"(`dps-bench run ... --out {args.store} --force`, or the command in "
@@ -525,10 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "and the status with what is stored: exact (bit for bit), within tolerance, "
                     "DIFFERS, STALE (an older suite version) or ERROR (the rerun raised). Exit "
                     "status 1 if any run does not reproduce. No result in the directory is "
-                    "changed (the reruns are not stored).",
+                    "changed (the reruns are not stored) unless --refresh is given.",
         epilog="examples:\n  dps-bench verify results/balancing/mnist1d-quick --sample 3\n"
                "  dps-bench verify results/balancing/mnist-short --methods bads --data-dir "
-               "../shared/data --sample 0",
+               "../shared/data --sample 0\n"
+               "  dps-bench verify results/balancing/mnist-short --methods mwn --sample 0 "
+               "--refresh",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("store", metavar="DIR", help="results directory written by run/reproduce/tune")
     p.add_argument("--sample", type=int, default=5,
@@ -540,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "exact, as on the CPU; allow some on a GPU)")
     p.add_argument("--data-dir", help="directory holding <source>/ data files (for real-data "
                                       "stores; default: $DPS_DATA_DIR)")
+    p.add_argument("--refresh", action="store_true",
+                   help="store each rerun that does not reproduce in place of the stored run "
+                        "(brings a store made by older code up to this code without retraining "
+                        "the runs that still reproduce; exit status 0 once all are refreshed)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(

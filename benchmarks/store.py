@@ -67,9 +67,23 @@ class StoreError(DpsBenchError):
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """This process's umask, read from /proc (Linux) without changing it: ``os.umask`` can only
+    be read by setting it, and another thread (a lease renewal) creating a file in between
+    would get the wrong permissions. Elsewhere the value read once at import is used."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return _UMASK_AT_IMPORT
+
+
+def _read_umask_once() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK_AT_IMPORT = _read_umask_once()  # at import, before the suite starts any thread
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -84,6 +98,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a power cut
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -539,9 +554,12 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def write(self, row: dict, curves: pd.DataFrame, weights: pd.DataFrame | None) -> bool:
+    def write(self, row: dict, curves: pd.DataFrame, weights: pd.DataFrame | None,
+              views: bool = True) -> bool:
         """Record one run: its weights file, then its record (the commit: from here on the run
-        is saved), then the views (best effort: views left stale are rebuilt on the next read).
+        is saved), then, with ``views``, the views (best effort: views left stale are rebuilt on
+        the next read). Updating the views rewrites both CSV files, O(runs in the store), so a
+        sweep passes ``views=False`` for most runs and calls :meth:`refresh_views` now and then.
         A failed run (status error or oom) never replaces a complete one (a ``--force`` rerun
         that fails keeps the earlier result); returns False when it was not written."""
         run_id = _checked_id(row["run_id"])
@@ -551,10 +569,12 @@ class Store:
             self.records_dir.mkdir(parents=True, exist_ok=True)
             if row["status"] not in COMPLETE and self.is_complete(run_id):
                 return False
-            try:  # the views as they are, before this record changes them
-                runs, old = self._load_unlocked(write_back=False, full=False)
-            except StoreError:
-                runs = old = None  # another record is damaged: save this run, leave the views
+            runs = old = None
+            if views:
+                # the views as they are, before this record changes them (if another record
+                # is damaged: save this run, leave the views)
+                with contextlib.suppress(StoreError):
+                    runs, old = self._load_unlocked(write_back=False, full=False)
             weights_path = self.weights_dir / f"{run_id}.csv"
             sha = None
             if weights is not None:
@@ -567,7 +587,7 @@ class Store:
             own = curves.assign(run_id=run_id)[CURVE_COLUMNS]
             record = json.dumps(_record(row, own, sha)).encode()
             atomic_write_bytes(self.records_dir / f"{run_id}.json", record)
-            if runs is None:
+            if runs is None or not views:
                 return True
             manifest = self._manifest()
             hashes = dict(manifest["records"]) if manifest else {}
@@ -587,6 +607,15 @@ class Store:
             with contextlib.suppress(OSError):
                 self._write_views_unlocked(merged[columns], new_curves, hashes)
             return True
+
+    def refresh_views(self) -> None:
+        """Bring runs.csv, curves.csv and views.json up to date with the records (a no-op when
+        they are). Best effort: a damaged record or an unwritable directory leaves the views as
+        they are (the next read says what is wrong)."""
+        if not self.records_dir.is_dir():
+            return
+        with contextlib.suppress(StoreError, OSError), self._locked():
+            self._load_unlocked(write_back=True)
 
     # -- claims: several processes sharing a store ------------------------------------------
 

@@ -192,7 +192,7 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
     if warning:
         tqdm.write(warning)
     disable = {True: False, False: True, None: None}[progress]  # None: only on a terminal
-    context = _Context(str(out), data_dir, str(dev), threads, jobs, force, code_sha(), git_sha(),
+    context = RunContext(str(out), data_dir, str(dev), threads, jobs, force, code_sha(), git_sha(),
                        usable_cpus())
     elsewhere: list[str] = []
     if jobs == 1:
@@ -215,6 +215,7 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
             _run_parallel(todo, context, jobs, threads, bar, failed, elsewhere)
         finally:
             bar.close()
+    store.refresh_views()
     if elsewhere:
         tqdm.write(f"{len(elsewhere)} runs were being trained by another process on {out} "
                    f"({'; '.join(elsewhere[:3])}{'; ...' if len(elsewhere) > 3 else ''}); they "
@@ -222,7 +223,7 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
     return SweepResult(len(todo) - len(elsewhere), skipped, failed, len(elsewhere))
 
 
-def _run_parallel(todo: list[RunSpec], context: _Context, jobs: int, threads: int, bar,
+def _run_parallel(todo: list[RunSpec], context: RunContext, jobs: int, threads: int, bar,
                   failed: list[str], elsewhere: list[str], restarts: int = 2) -> None:
     """Run ``todo`` in ``jobs`` worker processes. A worker that dies (killed, out of memory)
     breaks the pool: it is started afresh, up to ``restarts`` times, for the runs not yet done.
@@ -269,7 +270,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 
 @dataclass(frozen=True)
-class _Context:
+class RunContext:
     out: str
     data_dir: str | None
     device: str
@@ -281,6 +282,26 @@ class _Context:
     cpus: int
 
 
+class _ViewsPacer:
+    """When a sweep process rewrites the store's views after a run: when at least ten times as
+    long has passed since its last rewrite as that rewrite took, so the O(runs) rewrites cost
+    at most about a tenth of the sweep however large the store grows (each run's record is
+    written at once regardless; the views are brought up to date at the end)."""
+
+    def __init__(self) -> None:
+        self._last_end = -float("inf")
+        self._last_cost = 0.0
+
+    def write(self, store: Store, row: dict, curves: pd.DataFrame, weights) -> None:
+        now = time.monotonic()
+        views = now - self._last_end >= 10 * self._last_cost
+        store.write(row, curves, weights, views=views)
+        if views:
+            self._last_end = time.monotonic()
+            self._last_cost = self._last_end - now
+
+
+_PACER = _ViewsPacer()  # per process
 _BUILT: dict[str, object] = {}  # per process: the scenario data of the last (seed, settings)
 _SOURCES: dict[tuple, object] = {}
 
@@ -290,7 +311,7 @@ def _init_worker(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
 
 
-def _run_one(spec: RunSpec, context: _Context, advance) -> tuple[str, str | None]:
+def _run_one(spec: RunSpec, context: RunContext, advance) -> tuple[str, str | None]:
     """Train one run (unless another process holds it) and write it to the store. Returns the
     line to print and, for a failed run, its error with a short traceback."""
     store = Store(context.out)
@@ -328,15 +349,12 @@ def _run_one(spec: RunSpec, context: _Context, advance) -> tuple[str, str | None
             tb = traceback.format_exc(limit=-3)
             row = _row(spec, dev, "error", f"{type(e).__name__}: {e}", time.perf_counter() - t0,
                        context, load)
-            store.write(row, _empty_curves(), None)
+            _PACER.write(store, row, _empty_curves(), None)
             if advance is not None:
                 advance(spec.settings["steps"] - last[0])
             return f"ERROR {e}", f"{spec.method} seed={spec.seed}: {type(e).__name__}: {e}\n{tb}"
-        row = _row(spec, dev, outcome.status, outcome.error, outcome.wall_s, context, load)
-        row.update(final_metric=outcome.final_metric, best_metric=outcome.best_metric,
-                   time_per_step_ms=outcome.time_per_step_ms, peak_mem_mb=outcome.peak_mem_mb,
-                   prepare_s=round(outcome.prepare_s, 3), weights_status=outcome.weights_status)
-        store.write(row, outcome.curves, outcome.weights)
+        row = outcome_row(spec, dev, outcome, context, load)
+        _PACER.write(store, row, outcome.curves, outcome.weights)
         if advance is not None:
             advance(spec.settings["steps"] - last[0])
         line = (f"{outcome.status} {scenario.metric_name}={outcome.final_metric:.4f} "
@@ -410,8 +428,18 @@ def _empty_curves():
     return pd.DataFrame(columns=["step", "split", "metric_name", "value"])
 
 
+def outcome_row(spec: RunSpec, device: torch.device, outcome, context: RunContext,
+                load_avg: float) -> dict:
+    """The runs.csv row of a finished run (``outcome``: harness.RunOutcome)."""
+    row = _row(spec, device, outcome.status, outcome.error, outcome.wall_s, context, load_avg)
+    row.update(final_metric=outcome.final_metric, best_metric=outcome.best_metric,
+               time_per_step_ms=outcome.time_per_step_ms, peak_mem_mb=outcome.peak_mem_mb,
+               prepare_s=round(outcome.prepare_s, 3), weights_status=outcome.weights_status)
+    return row
+
+
 def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: float,
-         context: _Context, load_avg: float) -> dict:
+         context: RunContext, load_avg: float) -> dict:
     scenario = get_scenario(spec.scenario)
     return {
         "run_id": spec.run_id, "scenario": spec.scenario, "source": spec.source,

@@ -13,11 +13,18 @@ loss, metric and weight statistic at each evaluation) and the status with what i
   (or with a configuration this code cannot express);
 - ``ERROR``: the rerun raised;
 - ``skipped``: recorded on CUDA and this machine has none.
+
+With ``refresh``, a rerun that does not reproduce (DIFFERS, or a status that changed) replaces
+the stored run: its record is rewritten with the rerun's numbers and this code's ``code_sha``
+(the run id is unchanged, as the configuration is). Exact and within-tolerance runs are left as
+they are. That is how a store made before a change that alters results (or before a new
+diagnostic was logged) is brought up to this code without retraining what still reproduces.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +37,7 @@ from .errors import DpsBenchError
 from .harness import run
 from .scenarios import get_scenario
 from .store import COMPLETE, Store
-from .sweep import code_sha
+from .sweep import RunContext, code_sha, git_sha, outcome_row, usable_cpus
 
 
 @dataclass
@@ -47,6 +54,7 @@ class Verdict:
     verdict: str
     note: str = ""
     threads: int = 0
+    refreshed: bool = False
 
 
 def choose(runs: pd.DataFrame, sample: int | None, seed: int, methods: list[str] | None
@@ -68,16 +76,19 @@ def choose(runs: pd.DataFrame, sample: int | None, seed: int, methods: list[str]
 
 def verify(out: str, sample: int | None = 5, seed: int = 0, tolerance: float = 0.0,
            data_dir: str | None = None, methods: list[str] | None = None,
-           on_result=None) -> list[Verdict]:
-    """Rerun ``sample`` complete runs of the store ``out`` and compare them (module docstring).
-    ``on_result(verdict)`` is called after each. Raises DpsBenchError for an empty selection or
-    missing data."""
+           on_result=None, refresh: bool = False) -> list[Verdict]:
+    """Rerun ``sample`` complete runs of the store ``out`` and compare them (module docstring);
+    with ``refresh``, store the reruns that differ. ``on_result(verdict)`` is called after each.
+    Raises DpsBenchError for an empty selection or missing data (StoreError for a store that
+    cannot be written with ``refresh``)."""
     if tolerance < 0:
         raise DpsBenchError(f"--tolerance must be >= 0, got {tolerance}")
     if sample is not None and sample < 1:
         raise DpsBenchError(f"--sample must be a positive number of runs (or 0 for all), got "
                             f"{sample}")
     store = Store(out)
+    if refresh:
+        store.prepare()
     runs, curves = store.runs(), store.curves()
     if runs.empty:
         raise DpsBenchError(f"no runs in {out}; nothing to verify")
@@ -88,7 +99,7 @@ def verify(out: str, sample: int | None = 5, seed: int = 0, tolerance: float = 0
     try:
         for _, row in chosen.iterrows():
             verdict = _verify_one(row, curves[curves["run_id"] == row["run_id"]], tolerance,
-                                  data_dir, sources)
+                                  data_dir, sources, store if refresh else None)
             verdicts.append(verdict)
             if on_result is not None:
                 on_result(verdict)
@@ -98,7 +109,7 @@ def verify(out: str, sample: int | None = 5, seed: int = 0, tolerance: float = 0
 
 
 def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
-                data_dir: str | None, sources: dict) -> Verdict:
+                data_dir: str | None, sources: dict, refresh_into: Store | None) -> Verdict:
     config = json.loads(row["config_json"])
     version = config.pop("suite_version", None)
     base = dict(run_id=row["run_id"], method=row["method"], seed=int(row["seed"]),
@@ -128,7 +139,7 @@ def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
     except Exception as e:  # the rerun itself failed: that does not reproduce either
         return Verdict(**base, verdict="ERROR", note=f"the rerun raised {type(e).__name__}: {e}",
                        threads=threads)
-    diff = _max_abs_diff(stored_curves, outcome.curves)
+    diff, where = _max_abs_diff(stored_curves, outcome.curves)
     same_status = outcome.status == row["status"]
     if same_status and diff == 0.0:
         verdict = "exact"
@@ -138,24 +149,42 @@ def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
         verdict = "DIFFERS"
     recorded = row.get("code_sha")
     note = "" if same_status else f"status {row['status']} then, {outcome.status} now"
+    if verdict != "exact" and where:
+        note = (note + "; " if note else "") + where
     if isinstance(recorded, str) and recorded and recorded != code_sha():
         note = (note + "; " if note else "") + f"made by code {recorded}, this is {code_sha()}"
     elif not isinstance(recorded, str) or not recorded:
         note = (note + "; " if note else "") + f"code unrecorded (git {row.get('git_sha')})"
+    refreshed = False
+    if refresh_into is not None and verdict == "DIFFERS":
+        context = RunContext(refresh_into.root.as_posix(), data_dir, str(device), threads, 1, True,
+                             code_sha(), git_sha(), usable_cpus())
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        refreshed = refresh_into.write(outcome_row(spec, device, outcome, context, load),
+                                       outcome.curves, outcome.weights)
+        note += "; stored the rerun in its place" if refreshed else ""
     return Verdict(**{**base, "now": outcome.final_metric, "max_abs_diff": diff},
-                   verdict=verdict, note=note, threads=threads)
+                   verdict=verdict, note=note, threads=threads, refreshed=refreshed)
 
 
-def _max_abs_diff(stored: pd.DataFrame, now: pd.DataFrame) -> float:
-    """Largest |stored − now| over the curve values of both (keyed by step, split, metric); inf
-    if a value is in one and not the other, or finite in one and not the other."""
+def _max_abs_diff(stored: pd.DataFrame, now: pd.DataFrame) -> tuple[float, str]:
+    """Largest |stored − now| over the curve values of both (keyed by step, split, metric) and
+    where it is: ``(inf, "grad_data logged now, not stored")`` if a value is in one and not the
+    other, inf if finite in one and not the other; ``(0.0, "")`` when all agree."""
     key = ["step", "split", "metric_name"]
     a = stored.assign(step=stored["step"].astype(int)).set_index(key)["value"].astype(float)
     b = now.assign(step=now["step"].astype(int)).set_index(key)["value"].astype(float)
     if set(a.index) != set(b.index):
-        return float("inf")
+        only_now = sorted({f"{s}/{m}" for _, s, m in set(b.index) - set(a.index)})
+        only_then = sorted({f"{s}/{m}" for _, s, m in set(a.index) - set(b.index)})
+        parts = ([f"{', '.join(only_now)} logged now, not stored"] if only_now else []) + (
+            [f"{', '.join(only_then)} stored, not logged now"] if only_then else [])
+        return float("inf"), "; ".join(parts) or "different evaluation steps"
     a, b = a.sort_index(), b.reindex(a.sort_index().index)
     both_nan = np.isnan(a.to_numpy()) & np.isnan(b.to_numpy())
-    diff = np.abs(a.to_numpy() - b.to_numpy())
+    diff = np.nan_to_num(np.abs(a.to_numpy() - b.to_numpy()), nan=np.inf)
     diff[both_nan] = 0.0
-    return float(np.nan_to_num(diff, nan=np.inf).max()) if len(diff) else 0.0
+    if not len(diff) or diff.max() == 0.0:
+        return 0.0, ""
+    step, split, metric = a.index[int(diff.argmax())]
+    return float(diff.max()), f"largest at {split}/{metric}, step {step}"

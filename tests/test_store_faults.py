@@ -399,3 +399,46 @@ def test_temporary_files_of_dead_writers_are_cleaned_up(tmp_path):
     mine.write_text("being written")
     Store(tmp_path).prepare()
     assert not orphan.exists() and mine.exists()
+
+
+# -- the views' cost: a sweep does not rewrite them after every run ------------------------------
+
+def test_records_written_without_views_are_served_and_the_views_caught_up(tmp_path, capsys):
+    """A record written with views=False is saved (served by the next read, which rebuilds the
+    views) and refresh_views brings the views and their manifest up to date; report works on a
+    store whose views were never written (a sweep killed before its first view update)."""
+    assert run_cli(tmp_path, methods="train_only", seeds="0") == 0
+    store = Store(tmp_path)
+    row = store.runs().iloc[0].to_dict()
+    curves = store.curves().drop(columns="run_id")
+    for name in ("runs.csv", "curves.csv", "views.json"):
+        (tmp_path / name).unlink()
+    copy = dict(row, run_id="00000000000000aa", seed=7)
+    assert store.write(copy, curves, None, views=False)
+    assert not (tmp_path / "runs.csv").exists()
+    assert main(["report", "--out", str(tmp_path)]) == 0  # rebuilt from the records
+    assert set(Store(tmp_path).runs()["run_id"]) == {row["run_id"], "00000000000000aa"}
+    assert store.write(dict(copy, run_id="00000000000000bb"), curves, None, views=False)
+    assert not store.check().ok  # the views lag the records ...
+    store.refresh_views()
+    assert store.check().ok and len(pd.read_csv(tmp_path / "runs.csv")) == 3  # ... until now
+
+
+def test_the_views_pacer_bounds_their_share_of_the_sweep(monkeypatch):
+    """After a view update that took c seconds, the next is at least 10 c later: the O(runs)
+    rewrites cost at most about a tenth of the sweep, however large the store grows."""
+    clock = [0.0]
+    monkeypatch.setattr(sweep.time, "monotonic", lambda: clock[0])
+    calls = []
+
+    class Fake:
+        def write(self, row, curves, weights, views=True):
+            calls.append(views)
+            clock[0] += 2.0 if views else 0.01  # a view update costs 2 s, a record 10 ms
+
+    pacer = sweep._ViewsPacer()
+    for _ in range(100):
+        pacer.write(Fake(), {}, None, None)
+        clock[0] += 0.5  # each run trains for half a second
+    assert calls[0] is True and all(not later for later in calls[1:20])
+    assert sum(calls) >= 3 and 2.0 * sum(calls) / clock[0] <= 0.11  # updates, at ~10% of time

@@ -44,6 +44,30 @@ def test_a_changed_number_is_found_and_fails(store, capsys):
     assert main(["verify", str(store), "--sample", "0", "--tolerance", "0.3"]) == 0
 
 
+def test_refresh_replaces_only_the_runs_that_differ(store, capsys):
+    """--refresh stores the rerun of a run that differs (with this code's code_sha), leaves the
+    exact ones untouched (same record bytes), and a second verify finds them all exact."""
+    records = sorted((store / "records").iterdir())
+    changed, kept = records[0], records[1:]
+    record = json.loads(changed.read_text())
+    original = record["curves"]["value"][-1]
+    record["curves"]["value"][-1] += 0.25
+    record["row"]["code_sha"] = "older"
+    changed.write_text(json.dumps(record))
+    before = {p: p.read_bytes() for p in kept}
+    capsys.readouterr()
+    assert main(["verify", str(store), "--sample", "0", "--refresh"]) == 0
+    out = capsys.readouterr().out
+    assert "stored the rerun in its place" in out and "1 reruns stored" in out
+    assert all(p.read_bytes() == before[p] for p in kept)
+    refreshed = json.loads(changed.read_text())
+    assert refreshed["row"]["code_sha"] not in ("older", "")
+    assert refreshed["curves"]["value"][-1] == original
+    assert main(["verify", str(store), "--sample", "0"]) == 0
+    assert "all 4 runs reproduce (exact)" in capsys.readouterr().out
+    assert Store(store).check().ok
+
+
 def test_runs_of_an_older_suite_version_are_stale(store, capsys):
     runs = Store(store).runs()
     config = json.loads(runs.config_json[0])
@@ -66,13 +90,19 @@ def test_the_sample_is_seeded_and_respects_methods(store):
         choose(runs, None, 0, ["mwn"])
 
 
-def test_curve_comparison_counts_missing_and_nan_values():
+def test_curve_comparison_counts_missing_and_nan_values_and_says_where():
     key = dict(step=[1, 2], split=["test"] * 2, metric_name=["acc"] * 2)
     a = pd.DataFrame({**key, "value": [0.5, float("nan")]})
-    assert _max_abs_diff(a, a.copy()) == 0.0
-    assert _max_abs_diff(a, a.assign(value=[0.5, 0.1])) == float("inf")
-    assert _max_abs_diff(a, a.iloc[:1]) == float("inf")
-    assert _max_abs_diff(a, a.assign(value=[0.75, float("nan")])) == 0.25
+    assert _max_abs_diff(a, a.copy()) == (0.0, "")
+    assert _max_abs_diff(a, a.assign(value=[0.5, 0.1])) == (float("inf"),
+                                                            "largest at test/acc, step 2")
+    assert _max_abs_diff(a, a.iloc[:1])[0] == float("inf")
+    assert _max_abs_diff(a, a.assign(value=[0.75, float("nan")])) == (
+        0.25, "largest at test/acc, step 1")
+    extra = pd.concat([a, pd.DataFrame(dict(step=[1], split=["weights"],
+                                            metric_name=["grad_data"], value=[1.0]))])
+    assert _max_abs_diff(a, extra) == (float("inf"), "weights/grad_data logged now, not stored")
+    assert _max_abs_diff(extra, a) == (float("inf"), "weights/grad_data stored, not logged now")
 
 
 def test_verify_of_an_empty_or_missing_store_says_so(tmp_path, capsys):
