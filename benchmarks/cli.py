@@ -33,14 +33,28 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _directory(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a results directory")
+    return text
+
+
 def _seeds(text: str) -> list[int]:
     """'0,1,2' or '0-4' (inclusive) or a mix."""
     seeds: list[int] = []
     try:
         for part in _csv_list(text):
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise argparse.ArgumentTypeError(
+                        f"seed range {part!r} is empty (the end is below the start); write it "
+                        f"as {hi}-{lo}")
+                if hi - lo >= MAX_SEEDS or len(seeds) + hi - lo >= MAX_SEEDS:
+                    raise argparse.ArgumentTypeError(
+                        f"{text!r} asks for more than {MAX_SEEDS:,} seeds; a sweep that size is "
+                        "a mistake (split it into several commands if it is not)")
+                seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
     except ValueError:
@@ -48,6 +62,9 @@ def _seeds(text: str) -> list[int]:
     if not seeds:
         raise argparse.ArgumentTypeError("no seeds given")
     return seeds
+
+
+MAX_SEEDS = 100_000
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -122,7 +139,8 @@ def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, pro
     clash = {k for k, _ in setting_axes} & set(settings)
     clash |= {f"{m}.{k}" for m, axes in hparam_axes.items() for k, _ in axes if k in hparams[m]}
     if clash:
-        raise DpsBenchError(f"--grid and --set both give {', '.join(sorted(clash))}; keep one")
+        raise DpsBenchError(f"--grid and --set (or --steps) both give {', '.join(sorted(clash))}; "
+                            "keep one")
     per_method: dict[str, dict] = {}
     if args.settings == "tuned":
         if setting_axes:
@@ -242,6 +260,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     for out in args.out:
         head, sep, tail = out.partition("=")
         label, path = (head, tail) if sep and "/" not in head else (out, out)
+        if label in tables:
+            raise DpsBenchError(f"--out: the label {label!r} is given twice; give each "
+                                "directory its own LABEL=DIR")
+        if not path:
+            raise DpsBenchError(f"--out {out!r} names no directory; use --out DIR or LABEL=DIR")
         store = Store(path)
         if not store.exists():
             raise DpsBenchError(f"no results in {path}; run `dps-bench run ... --out {path}`")
@@ -257,9 +280,16 @@ def cmd_report(args: argparse.Namespace) -> int:
                 t.insert(0, "results", label)
         table = pd.concat(tables.values(), ignore_index=True)
     if args.methods:
-        table = table[table["method"].isin(_csv_list(args.methods))]
-    if args.columns:
+        wanted_methods = _csv_list(args.methods)
+        absent = [m for m in wanted_methods if m not in set(table["method"])]
+        if absent:
+            raise DpsBenchError(f"--methods: no rows of {', '.join(absent)} in this report; "
+                                f"methods: {', '.join(dict.fromkeys(table['method']))}")
+        table = table[table["method"].isin(wanted_methods)]
+    if args.columns is not None:
         wanted = _csv_list(args.columns)
+        if not wanted:
+            raise DpsBenchError("--columns names no column; e.g. --columns method,final_mean")
         missing = [c for c in wanted if c not in table.columns]
         if missing:
             raise DpsBenchError(f"--columns: no column {', '.join(missing)} in this report; "
@@ -271,6 +301,28 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.sample < 0:
+        raise DpsBenchError(f"--sample must be >= 0 (0: every complete run), got {args.sample}")
+    if len(args.store) == 1:
+        return _verify_store(args, args.store[0])
+    failed = []
+    for store in args.store:
+        print(f"\n## {store}\n", flush=True)
+        try:
+            if _verify_store(args, store):
+                failed.append(store)
+        except DpsBenchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed.append(store)
+    if failed:
+        print(f"\n{len(failed)} of {len(args.store)} stores do not reproduce: "
+              f"{', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(f"\nevery sampled run of the {len(args.store)} stores reproduces")
+    return 0
+
+
+def _verify_store(args: argparse.Namespace, store: str) -> int:
     import pandas as pd
 
     from .report import to_markdown
@@ -282,10 +334,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
               + (f"; {v.note}" if v.note else ""), flush=True)
 
     print(f"rerunning {'all' if args.sample == 0 else f'up to {args.sample}'} complete runs of "
-          f"{args.store} at this code:", flush=True)
-    if args.sample < 0:
-        raise DpsBenchError(f"--sample must be >= 0 (0: every complete run), got {args.sample}")
-    verdicts = verify(args.store, None if args.sample == 0 else args.sample, args.seed,
+          f"{store} at this code:", flush=True)
+    verdicts = verify(store, None if args.sample == 0 else args.sample, args.seed,
                       args.tolerance, args.data_dir,
                       _csv_list(args.methods) if args.methods else None, on_result=show,
                       refresh=args.refresh)
@@ -293,23 +343,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(to_markdown(table[["method", "seed", "run_id", "stored", "now", "max_abs_diff",
                              "verdict", "note"]]))
     if args.refresh:
-        print(f"{int(table['refreshed'].sum())} reruns stored in {args.store} in place of runs "
+        print(f"{int(table['refreshed'].sum())} reruns stored in {store} in place of runs "
               "that did not reproduce; `dps-bench report` shows the updated numbers")
     bad = table[table["verdict"].isin(["DIFFERS", "STALE", "ERROR"]) & ~table["refreshed"]]
     if len(bad):
         print(f"{len(bad)} of {len(table)} runs do not reproduce at this code: regenerate them "
-              f"(`dps-bench run ... --out {args.store} --force`, or the command in "
-              "results/README.md) and commit the new numbers", file=sys.stderr)
+              f"(`dps-bench verify {store} --sample 0 --refresh`; for results/, the command in "
+              "results/README.md, then commit the new numbers)", file=sys.stderr)
         return 1
+    refreshed = int(table["refreshed"].sum())
+    agreed = table[~table["refreshed"]]
+    if refreshed:
+        print(f"{len(agreed)} of {len(table)} runs reproduce"
+              + (f" ({', '.join(sorted(set(agreed['verdict'])))})" if len(agreed) else "")
+              + f"; {refreshed} did not and were replaced by their reruns")
+        return 0
     print(f"all {len(table)} runs reproduce ({', '.join(sorted(set(table['verdict'])))})")
     return 0
-
 
 def cmd_store(args: argparse.Namespace) -> int:
     from .store import Store
 
     store = Store(args.store)
     if args.action == "check":
+        if not store.exists():
+            raise DpsBenchError(f"{args.store} holds no dps-bench store (no records/ and no "
+                                "runs.csv); check the path")
         report = store.check()
         kind = "old-format store (views only)" if report.legacy else "store"
         if report.ok:
@@ -419,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seeds, default=[0], help="e.g. 0,1,2 or 0-4 (default 0)")
     _problem_options(p, "a scenario setting (meta_per_class=5) or a method hyperparameter "
                         "(random_select.beta=0.01); repeatable")
-    p.add_argument("--out", required=True, help="results directory (created if needed)")
+    p.add_argument("--out", required=True, type=_directory,
+                   help="results directory (created if needed)")
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
                    help="sweep: run every combination of the listed values; KEY is a setting, "
                         "METHOD.NAME, or NAME for every listed method with that hyperparameter "
@@ -467,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score = mean validation metric over the last WINDOW evaluations (default 3)")
     _problem_options(p, "fix a scenario setting or a method hyperparameter while tuning; part "
                         "of the tuned settings' key")
-    p.add_argument("--out", required=True, help="results directory of the tuning runs")
+    p.add_argument("--out", required=True, type=_directory,
+                   help="results directory of the tuning runs")
     p.add_argument("--tuned-dir", help="where the tuned YAML files go (default: the suite's "
                                        "benchmarks/configs/tuned)")
     _machine_options(p)
@@ -488,8 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", help="quick (default) or paper")
     p.add_argument("--only", help="comma-separated reference names (see --list)")
     p.add_argument("--list", action="store_true", help="list the reference experiments and exit")
-    p.add_argument("--out", default="runs", help="results root (default: runs/); each experiment "
-                                                "writes to OUT/<its out>")
+    p.add_argument("--out", default="runs", type=_directory,
+                   help="results root (default: runs/); each experiment writes to OUT/<its out>")
     p.add_argument("--data-dir", help="directory holding <source>/ data files "
                                       "(default: $DPS_DATA_DIR)")
     p.add_argument("--steps", type=int, help="override every experiment's number of steps")
@@ -536,9 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
                "  dps-bench verify results/balancing/mnist-short --methods mwn --sample 0 "
                "--refresh",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("store", metavar="DIR", help="results directory written by run/reproduce/tune")
+    p.add_argument("store", metavar="DIR", nargs="+",
+                   help="results directories written by run/reproduce/tune (several: each is "
+                        "verified in turn, exit status 1 if any does not reproduce)")
     p.add_argument("--sample", type=int, default=5,
-                   help="how many complete runs to rerun, drawn at random (default 5; 0: all)")
+                   help="how many complete runs of each directory to rerun, drawn at random "
+                        "(default 5; 0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     p.add_argument("--methods", help="only runs of these methods (comma-separated)")
     p.add_argument("--tolerance", type=float, default=0.0,
@@ -593,6 +657,12 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
         return 0
+    except OSError as e:  # a file system refusal not anticipated closer to where it happened
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"dps-bench: error: {e.strerror or e}{where}; check that path (its name, that it "
+              "is a folder where one is expected, its permissions) and run the command again; "
+              "completed runs are saved", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         print(f"\ndps-bench: {'terminated' if isinstance(e, _Terminated) else 'interrupted'}; "
               "completed runs are saved. Run the same command again to resume.", file=sys.stderr)

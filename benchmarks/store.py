@@ -54,6 +54,9 @@ RUN_COLUMNS = [
     "weights_status", "code_sha", "jobs", "load_avg", "cpus",
 ]
 REQUIRED_RUN_COLUMNS = ["run_id", "method", "seed", "status", "config_json"]
+NUMERIC_RUN_COLUMNS = ["seed", "steps", "final_metric", "best_metric", "time_per_step_ms",
+                       "peak_mem_mb", "wall_s", "threads", "prepare_s", "jobs", "load_avg", "cpus"]
+INTEGER_RUN_COLUMNS = ["seed", "steps", "threads", "jobs", "cpus"]
 CURVE_COLUMNS = ["run_id", "step", "split", "metric_name", "value"]
 WEIGHT_COLUMNS = ["index", "weight", "group"]
 COMPLETE = ("ok", "diverged")
@@ -132,8 +135,8 @@ def read_runs_csv(path: Path) -> pd.DataFrame:
     the first bad line (1-based, the header being line 1)."""
     frame = _read_csv(path)
     _require_columns(path, frame, REQUIRED_RUN_COLUMNS, "runs.csv")
-    _raise_on_bad_rows(path, _bad_run_rows(frame), "a row without a run_id, a known status or a "
-                       "readable config_json")
+    _raise_on_bad_rows(path, _bad_run_rows(frame), "a row without a run_id, a known status, a "
+                       "readable config_json or numbers where numbers belong")
     return frame
 
 
@@ -162,9 +165,18 @@ def _raise_on_bad_rows(path: Path, bad: pd.Series, what: str) -> None:
 
 
 def _bad_run_rows(frame: pd.DataFrame) -> pd.Series:
-    return (~frame["run_id"].map(lambda r: isinstance(r, str) and bool(RUN_ID.fullmatch(r)))
-            | ~frame["status"].isin(STATUSES)
-            | ~frame["config_json"].map(_is_json_object))
+    bad = (~frame["run_id"].map(lambda r: isinstance(r, str) and bool(RUN_ID.fullmatch(r)))
+           | ~frame["status"].isin(STATUSES)
+           | ~frame["config_json"].map(_is_json_object))
+    for column in NUMERIC_RUN_COLUMNS:  # a number, or blank where the column allows it
+        if column not in frame.columns:
+            continue
+        number = pd.to_numeric(frame[column], errors="coerce")
+        blank = frame[column].map(_blank)
+        bad |= (number.isna() & ~blank) | (blank & (column == "seed"))
+        if column in INTEGER_RUN_COLUMNS:
+            bad |= number.notna() & (number != number.round())
+    return bad
 
 
 def _bad_curve_rows(frame: pd.DataFrame) -> pd.Series:
@@ -260,6 +272,7 @@ def read_record(path: Path) -> dict:
         or row.get("run_id") != path.stem and "a run_id that is not its file name"
         or row.get("status") not in STATUSES and f"status {row.get('status')!r}"
         or not _is_json_object(row.get("config_json")) and "an unreadable config_json"
+        or _bad_numbers(row)
         or not isinstance(curves, dict) and "no curves"
         or sorted(curves) != sorted(CURVE_COLUMNS[1:]) and "curves without their columns"
         or len({len(v) if isinstance(v, list) else -1 for v in curves.values()}) != 1
@@ -276,6 +289,19 @@ def read_record(path: Path) -> dict:
     if problem:
         raise StoreError(f"{path}: a damaged run record ({problem})")
     return record
+
+
+def _bad_numbers(row: dict) -> str:
+    """'' if every numeric field of a record's row is a number (an integer where one belongs) or
+    null (not the seed), else what is wrong."""
+    for column in NUMERIC_RUN_COLUMNS:
+        value = row.get(column)
+        if (value is None or value == "") and column != "seed":
+            continue
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or column in INTEGER_RUN_COLUMNS and not float(value).is_integer()):
+            return f"{column} {value!r} where a number belongs"
+    return ""
 
 
 def _record(row: dict, curves: pd.DataFrame, weights_sha: str | None) -> dict:
@@ -348,6 +374,14 @@ class Store:
 
     # -- opening ---------------------------------------------------------------------------
 
+    def _misplaced(self) -> list[Path]:
+        """Store entries of the wrong kind: a file where records/, weights/ or claims/ belongs,
+        a folder where runs.csv, curves.csv or views.json belongs."""
+        folders = (self.records_dir, self.weights_dir, self.root / "claims")
+        files = (self.runs_path, self.curves_path, self.manifest_path)
+        return ([p for p in folders if p.exists() and not p.is_dir()]
+                + [p for p in files if p.is_dir()])
+
     def prepare(self) -> None:
         """Make sure runs can be written here, before anything trains: the path is (or can be
         made) a directory, it is writable, and any store files in it are dps-bench's and
@@ -364,7 +398,12 @@ class Store:
             os.unlink(probe)
         except OSError as e:
             raise StoreError(f"cannot write results to {self.root}: {e.strerror or e}; choose a "
-                             "writable --out") from None
+                             "writable results directory") from None
+        misplaced = self._misplaced()
+        if misplaced:
+            raise StoreError(f"{misplaced[0]} is a {'folder' if misplaced[0].is_dir() else 'file'}"
+                             f" where a {'file' if misplaced[0].is_dir() else 'folder'} belongs: "
+                             f"`dps-bench store repair {self.root}` sets it aside")
         with self._locked():
             _remove_orphaned_temporaries(self.root)
             self._load_unlocked(write_back=True)
@@ -532,23 +571,30 @@ class Store:
 
     def completed(self) -> set[str]:
         """run_ids whose run is complete (status ok or diverged: diverging is a deterministic
-        outcome)."""
+        outcome) with its weights file, where it has one."""
         paths = self._record_paths()
         if paths:
             done = set()
             for p in paths:
                 with contextlib.suppress(StoreError):
-                    if read_record(p)["row"]["status"] in COMPLETE:
+                    if self._complete_record(read_record(p)):
                         done.add(p.stem)
             return done
         runs = self.runs()
         return set(runs.loc[runs["status"].isin(COMPLETE), "run_id"]) if len(runs) else set()
 
+    def _complete_record(self, record: dict) -> bool:
+        """A record of a complete run whose weights file (if it has one) is there: a run whose
+        weights were lost is trained again."""
+        sha = record["weights_sha256"]
+        return record["row"]["status"] in COMPLETE and (
+            not sha or (self.weights_dir / f"{record['row']['run_id']}.csv").is_file())
+
     def is_complete(self, run_id: str) -> bool:
         path = self.records_dir / f"{_checked_id(run_id)}.json"
         if path.exists():
             with contextlib.suppress(StoreError):
-                return read_record(path)["row"]["status"] in COMPLETE
+                return self._complete_record(read_record(path))
             return False
         return run_id in self.completed() if self._legacy() else False
 
@@ -665,6 +711,10 @@ class Store:
             report.problems.append(f"{self.root} holds no dps-bench store (no records/ and no "
                                    "runs.csv)")
             return report
+        for path in self._misplaced():
+            report.problems.append(f"{path}: a {'folder' if path.is_dir() else 'file'} where a "
+                                   f"{'file' if path.is_dir() else 'folder'} belongs")
+            report.damaged.append(path)
         paths = self._record_paths()
         report.legacy = self._legacy()
         if report.legacy:
@@ -709,10 +759,33 @@ class Store:
         if not self.root.is_dir() or not self.exists():
             raise StoreError(f"{self.root} holds no dps-bench store (no records/ and no "
                              "runs.csv); check the path")
+        if self._legacy() and not any(p.exists() for p in (
+                self.records_dir, self.curves_path, self.manifest_path, self.weights_dir)):
+            try:
+                header = set(_read_csv(self.runs_path, drop_torn=True).columns)
+            except StoreError:
+                header = set()
+            if not {"run_id", "config_json"} & header:
+                raise StoreError(f"{self.runs_path} is not a dps-bench runs.csv (no run_id or "
+                                 "config_json column): repair leaves a folder that is not a "
+                                 "dps-bench store alone; check the path")
         done: list[str] = []
+        try:
+            (self.root / ".lock").touch(exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot repair {self.root}: {e.strerror or e}; repair needs write "
+                             "access (`store check` reads without it)") from None
         with self._locked():
             report = self.check()
             stamp = time.strftime("%Y%m%d-%H%M%S")
+            misplaced = self._misplaced()
+            for path in misplaced:
+                self.damaged_dir.mkdir(exist_ok=True)
+                target = self.damaged_dir / f"{stamp}-{path.name}"
+                shutil.move(path, target)
+                done.append(f"set aside {path} -> {target} (it was of the wrong kind)")
+            if misplaced:
+                report = self.check()
             if report.legacy and report.damaged:  # keep both views as they were
                 self.damaged_dir.mkdir(exist_ok=True)
                 for path in (self.runs_path, self.curves_path):

@@ -172,6 +172,11 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
     threads = threads or default_threads()
     if threads < 1 or jobs < 1:
         raise ConfigError(f"--threads and --jobs must be at least 1 (got {threads}, {jobs})")
+    most = 4 * usable_cpus()
+    if threads * jobs > most:
+        raise ConfigError(f"--threads {threads} x --jobs {jobs} asks for {threads * jobs} threads "
+                          f"on {usable_cpus()} usable cores: at most {most} (4 per core) are "
+                          "allowed, and one thread per core in all is fastest for small models")
     dev = resolve_device(device)
     git_sha(), code_sha()  # read the code version now, before the checkout can change mid-sweep
     store = Store(out)
@@ -232,7 +237,7 @@ def _run_parallel(todo: list[RunSpec], context: RunContext, jobs: int, threads: 
     ctx = multiprocessing.get_context("spawn")
     for attempt in range(restarts + 1):
         pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(threads,))
+                                   initargs=(threads, os.getpid()))
         futures = {pool.submit(_run_one, spec, context, None): spec for spec in pending}
         broken = False
         try:
@@ -306,9 +311,17 @@ _BUILT: dict[str, object] = {}  # per process: the scenario data of the last (se
 _SOURCES: dict[tuple, object] = {}
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
+    """Set up a worker process of the sweep whose process id is ``parent``."""
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
+
+    def orphaned() -> None:  # the parent was killed (kill -9): end with it, not linger forever
+        while os.getppid() == parent:  # (checked against the pid the parent passed: a worker
+            time.sleep(1.0)            # started just as its parent died is orphaned at birth)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True, name="dps-bench-parent-watch").start()
 
 
 def _run_one(spec: RunSpec, context: RunContext, advance) -> tuple[str, str | None]:

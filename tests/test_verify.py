@@ -108,3 +108,14 @@ def test_curve_comparison_counts_missing_and_nan_values_and_says_where():
 def test_verify_of_an_empty_or_missing_store_says_so(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "nothing")]) == 2
     assert "no runs" in capsys.readouterr().err
+
+
+def test_several_stores_are_verified_in_turn_and_any_failure_fails(store, tmp_path, capsys):
+    capsys.readouterr()
+    missing = tmp_path / "nothing"
+    assert main(["verify", str(store), str(store), "--sample", "1"]) == 0
+    assert "every sampled run of the 2 stores reproduces" in capsys.readouterr().out
+    assert main(["verify", str(store), str(missing), "--sample", "1"]) == 1
+    captured = capsys.readouterr()
+    assert f"## {missing}" in captured.out and "no runs" in captured.err
+    assert f"1 of 2 stores do not reproduce: {missing}" in captured.err
