@@ -163,6 +163,8 @@ def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, pro
     print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
           f"{len(result.failed)} failed"
           + (f", {result.elsewhere} left to another process" if result.elsewhere else "")
+          + (f", {result.diverged} diverged (their loss became non-finite: see the error column; "
+             "not retried)" if result.diverged else "")
           + f"; results in {out}/runs.csv")
     if result.failed:
         print("failed runs (rerun the same command to retry them):", file=sys.stderr)

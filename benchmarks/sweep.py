@@ -37,7 +37,7 @@ from .data import load_source
 from .errors import ConfigError
 from .harness import run
 from .scenarios import get_scenario
-from .store import Store
+from .store import Store, StoreError
 from .weight_health import DEGENERATE
 
 
@@ -47,6 +47,7 @@ class SweepResult:
     skipped: int
     failed: list[str]
     elsewhere: int = 0  # left to another process training them in the same store
+    diverged: int = 0  # of the runs trained now, those whose loss became non-finite
 
 
 @functools.cache
@@ -225,7 +226,12 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
         tqdm.write(f"{len(elsewhere)} runs were being trained by another process on {out} "
                    f"({'; '.join(elsewhere[:3])}{'; ...' if len(elsewhere) > 3 else ''}); they "
                    "are left to it: run this command again once it has finished")
-    return SweepResult(len(todo) - len(elsewhere), skipped, failed, len(elsewhere))
+    diverged = 0
+    with contextlib.suppress(StoreError):
+        runs = store.runs()
+        diverged = int((runs["run_id"].isin({s.run_id for s in todo})
+                        & (runs["status"] == "diverged")).sum())
+    return SweepResult(len(todo) - len(elsewhere), skipped, failed, len(elsewhere), diverged)
 
 
 def _run_parallel(todo: list[RunSpec], context: RunContext, jobs: int, threads: int, bar,

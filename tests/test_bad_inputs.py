@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_store_faults import claimed, run_cli, spawn, wait_for
 
 from benchmarks.cli import main
 from benchmarks.store import Store
-
-from test_store_faults import claimed, run_cli, spawn, wait_for
 
 
 def error_of(argv, capsys) -> str:
@@ -152,3 +151,10 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
     assert wait_for(lambda: all(gone(pid) for pid in workers), timeout=30), \
         "worker processes outlived their killed parent"
     time.sleep(0.1)
+
+
+def test_the_summary_line_counts_diverged_runs(tmp_path, capsys):
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--set", "lr=1e30", methods="train_only", seeds="0") == 0
+    assert "1 diverged (their loss became non-finite" in capsys.readouterr().out
+    assert Store(tmp_path).runs()["status"].tolist() == ["diverged"]
