@@ -609,6 +609,9 @@ class Store:
         A failed run (status error or oom) never replaces a complete one (a ``--force`` rerun
         that fails keeps the earlier result); returns False when it was not written."""
         run_id = _checked_id(row["run_id"])
+        wrong = _bad_numbers({k: _json_value(v) for k, v in row.items()})
+        if wrong:  # a record that could not be read back: refuse it before anything is written
+            raise StoreError(f"run {run_id}: {wrong}; not written")
         with self._locked():
             if self._legacy():
                 self._convert_unlocked()

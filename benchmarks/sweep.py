@@ -201,26 +201,11 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
     context = RunContext(str(out), data_dir, str(dev), threads, jobs, force, code_sha(), git_sha(),
                        usable_cpus())
     elsewhere: list[str] = []
-    if jobs == 1:
-        torch.set_num_threads(threads)
-        total_steps = sum(s.settings["steps"] for s in todo)
-        bar = tqdm(total=total_steps, unit="step", disable=disable, dynamic_ncols=True,
-                   desc="sweep")
-        for i, spec in enumerate(todo, 1):
-            bar.set_postfix_str(f"{spec.method} seed={spec.seed}")
-            try:
-                line, error = _run_one(spec, context, bar.update)
-            except KeyboardInterrupt:
-                bar.close()
-                raise
-            _report(i, len(todo), spec, line, error, failed, elsewhere)
-        bar.close()
-    else:
-        bar = tqdm(total=len(todo), unit="run", disable=disable, dynamic_ncols=True, desc="sweep")
-        try:
-            _run_parallel(todo, context, jobs, threads, bar, failed, elsewhere)
-        finally:
-            bar.close()
+    try:
+        _train(todo, context, jobs, threads, disable, failed, elsewhere)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the finished runs' records are saved; bring
+        store.refresh_views()  # the views up to date with them too (atomic, a few seconds)
+        raise
     store.refresh_views()
     if elsewhere:
         tqdm.write(f"{len(elsewhere)} runs were being trained by another process on {out} "
@@ -232,6 +217,30 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
         diverged = int((runs["run_id"].isin({s.run_id for s in todo})
                         & (runs["status"] == "diverged")).sum())
     return SweepResult(len(todo) - len(elsewhere), skipped, failed, len(elsewhere), diverged)
+
+
+def _train(todo: list[RunSpec], context: RunContext, jobs: int, threads: int,
+           disable: bool | None, failed: list[str], elsewhere: list[str]) -> None:
+    """Train ``todo``: in this process (``jobs`` 1, a progress bar over steps) or in ``jobs``
+    worker processes (a bar over runs)."""
+    if jobs == 1:
+        torch.set_num_threads(threads)
+        total_steps = sum(s.settings["steps"] for s in todo)
+        bar = tqdm(total=total_steps, unit="step", disable=disable, dynamic_ncols=True,
+                   desc="sweep")
+        try:
+            for i, spec in enumerate(todo, 1):
+                bar.set_postfix_str(f"{spec.method} seed={spec.seed}")
+                line, error = _run_one(spec, context, bar.update)
+                _report(i, len(todo), spec, line, error, failed, elsewhere)
+        finally:
+            bar.close()
+    else:
+        bar = tqdm(total=len(todo), unit="run", disable=disable, dynamic_ncols=True, desc="sweep")
+        try:
+            _run_parallel(todo, context, jobs, threads, bar, failed, elsewhere)
+        finally:
+            bar.close()
 
 
 def _run_parallel(todo: list[RunSpec], context: RunContext, jobs: int, threads: int, bar,
@@ -312,7 +321,11 @@ class _ViewsPacer:
             self._last_cost = self._last_end - now
 
 
-_PACER = _ViewsPacer()  # per process
+_PACERS: dict[str, _ViewsPacer] = {}  # per process and store
+
+
+def _pacer(out: str) -> _ViewsPacer:
+    return _PACERS.setdefault(out, _ViewsPacer())
 _BUILT: dict[str, object] = {}  # per process: the scenario data of the last (seed, settings)
 _SOURCES: dict[tuple, object] = {}
 
@@ -368,12 +381,12 @@ def _run_one(spec: RunSpec, context: RunContext, advance) -> tuple[str, str | No
             tb = traceback.format_exc(limit=-3)
             row = _row(spec, dev, "error", f"{type(e).__name__}: {e}", time.perf_counter() - t0,
                        context, load)
-            _PACER.write(store, row, _empty_curves(), None)
+            _pacer(context.out).write(store, row, _empty_curves(), None)
             if advance is not None:
                 advance(spec.settings["steps"] - last[0])
             return f"ERROR {e}", f"{spec.method} seed={spec.seed}: {type(e).__name__}: {e}\n{tb}"
         row = outcome_row(spec, dev, outcome, context, load)
-        _PACER.write(store, row, outcome.curves, outcome.weights)
+        _pacer(context.out).write(store, row, outcome.curves, outcome.weights)
         if advance is not None:
             advance(spec.settings["steps"] - last[0])
         line = (f"{outcome.status} {scenario.metric_name}={outcome.final_metric:.4f} "

@@ -116,7 +116,7 @@ def test_store_replaces_a_runs_rows_instead_of_duplicating(tmp_path):
     curves = pd.DataFrame({"step": [1, 2], "split": ["test"] * 2, "metric_name": ["acc"] * 2,
                            "value": [0.1, 0.2]})
     row = {c: "" for c in RUN_COLUMNS} | {"run_id": "0123456789abcdef", "status": "error",
-                                          "config_json": "{}"}
+                                          "config_json": "{}", "seed": 0}
     store.write(row, curves, None)
     store.write(row | {"status": "ok"}, curves.assign(value=[0.3, 0.4]), None)
     assert store.runs().status.tolist() == ["ok"]
