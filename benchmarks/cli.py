@@ -57,6 +57,8 @@ def _seeds(text: str) -> list[int]:
                 seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
+        if any(not 0 <= seed < 2**63 for seed in seeds):
+            raise argparse.ArgumentTypeError(f"seeds must lie in 0 .. 2**63-1 (got {text!r})")
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad seed list {text!r}; use e.g. 0,1,2 or 0-4") from None
     if not seeds:
@@ -307,20 +309,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise DpsBenchError(f"--sample must be >= 0 (0: every complete run), got {args.sample}")
     if len(args.store) == 1:
         return _verify_store(args, args.store[0])
-    failed = []
+    failed, empty = [], []
     for store in args.store:
         print(f"\n## {store}\n", flush=True)
         try:
             if _verify_store(args, store):
                 failed.append(store)
         except DpsBenchError as e:
-            print(f"error: {e}", file=sys.stderr)
+            if str(e).startswith("no complete run of"):  # --methods absent here: nothing to do
+                print(f"nothing to verify: {e}")
+                empty.append(store)
+                continue
+            print(f"dps-bench: error: {e}", file=sys.stderr)
             failed.append(store)
+    checked = len(args.store) - len(empty)
     if failed:
-        print(f"\n{len(failed)} of {len(args.store)} stores do not reproduce: "
+        print(f"\n{len(failed)} of {checked} stores verified do not reproduce: "
               f"{', '.join(failed)}", file=sys.stderr)
         return 1
-    print(f"\nevery sampled run of the {len(args.store)} stores reproduces")
+    print(f"\nevery sampled run of the {checked} stores verified reproduces"
+          + (" or was refreshed" if args.refresh else "")
+          + (f" ({len(empty)} had no run of --methods)" if empty else ""))
     return 0
 
 
@@ -349,9 +358,16 @@ def _verify_store(args: argparse.Namespace, store: str) -> int:
               "that did not reproduce; `dps-bench report` shows the updated numbers")
     bad = table[table["verdict"].isin(["DIFFERS", "STALE", "ERROR"]) & ~table["refreshed"]]
     if len(bad):
-        print(f"{len(bad)} of {len(table)} runs do not reproduce at this code: regenerate them "
-              f"(`dps-bench verify {store} --sample 0 --refresh`; for results/, the command in "
-              "results/README.md, then commit the new numbers)", file=sys.stderr)
+        kinds = set(bad["verdict"])
+        how = []
+        if "DIFFERS" in kinds:
+            how.append("`--refresh` stores the reruns that differ in place of the stored runs")
+        if kinds & {"STALE", "ERROR"}:
+            how.append("runs that are STALE or whose rerun raised (ERROR) must be trained again "
+                       f"with the command that made them and `--force` (`--out {store}`)")
+        print(f"{len(bad)} of {len(table)} runs do not reproduce at this code: "
+              + "; ".join(how) + " (for results/, see results/README.md, then commit the new "
+              "numbers)", file=sys.stderr)
         return 1
     refreshed = int(table["refreshed"].sum())
     agreed = table[~table["refreshed"]]
@@ -599,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  dps-bench verify results/balancing/mnist-short --methods mwn --sample 0 "
                "--refresh",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("store", metavar="DIR", nargs="+",
+    p.add_argument("store", metavar="DIR", nargs="+", type=_directory,
                    help="results directories written by run/reproduce/tune (several: each is "
                         "verified in turn, exit status 1 if any does not reproduce)")
     p.add_argument("--sample", type=int, default=5,
@@ -626,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "an old-format store to one record per run, and rebuild runs.csv and "
                     "curves.csv from the records.")
     p.add_argument("action", choices=("check", "repair"))
-    p.add_argument("store", metavar="DIR", help="results directory")
+    p.add_argument("store", metavar="DIR", type=_directory, help="results directory")
     p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("download", help="fetch and verify MNIST or Fashion-MNIST (needs internet)")

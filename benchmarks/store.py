@@ -273,6 +273,10 @@ def read_record(path: Path) -> dict:
         or row.get("status") not in STATUSES and f"status {row.get('status')!r}"
         or not _is_json_object(row.get("config_json")) and "an unreadable config_json"
         or _bad_numbers(row)
+        or not ("weights_sha256" in record and (
+            record["weights_sha256"] is None or isinstance(record["weights_sha256"], str)
+            and re.fullmatch(r"[0-9a-f]{64}", record["weights_sha256"])))
+        and "a weights checksum that is not one"
         or not isinstance(curves, dict) and "no curves"
         or sorted(curves) != sorted(CURVE_COLUMNS[1:]) and "curves without their columns"
         or len({len(v) if isinstance(v, list) else -1 for v in curves.values()}) != 1
@@ -296,10 +300,11 @@ def _bad_numbers(row: dict) -> str:
     null (not the seed), else what is wrong."""
     for column in NUMERIC_RUN_COLUMNS:
         value = row.get(column)
-        if (value is None or value == "") and column != "seed":
+        if _blank(value) and column != "seed":  # None, NaN or "": a value not recorded
             continue
         if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                or column in INTEGER_RUN_COLUMNS and not float(value).is_integer()):
+                or column in INTEGER_RUN_COLUMNS and isinstance(value, float)
+                and not value.is_integer()):
             return f"{column} {value!r} where a number belongs"
     return ""
 
@@ -616,8 +621,11 @@ class Store:
             if self._legacy():
                 self._convert_unlocked()
             self.records_dir.mkdir(parents=True, exist_ok=True)
-            if row["status"] not in COMPLETE and self.is_complete(run_id):
-                return False
+            stored = self.records_dir / f"{run_id}.json"
+            if row["status"] not in COMPLETE and stored.exists():
+                with contextlib.suppress(StoreError):  # a failed run never replaces a complete
+                    if read_record(stored)["row"]["status"] in COMPLETE:  # one (even one whose
+                        return False                                       # weights were lost)
             runs = old = None
             if views:
                 # the views as they are, before this record changes them (if another record
@@ -742,7 +750,7 @@ class Store:
                 continue
             weights = self.weights_dir / f"{p.stem}.csv"
             if record["weights_sha256"] and (
-                    not weights.exists() or _sha256(weights) != record["weights_sha256"]):
+                    not weights.is_file() or _sha256(weights) != record["weights_sha256"]):
                 report.problems.append(f"{weights}: missing or not the file its record names "
                                        "(checksum differs)")
                 report.damaged.append(p)

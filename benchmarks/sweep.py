@@ -37,7 +37,7 @@ from .data import load_source
 from .errors import ConfigError
 from .harness import run
 from .scenarios import get_scenario
-from .store import Store, StoreError
+from .store import Store
 from .weight_health import DEGENERATE
 
 
@@ -201,26 +201,22 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
     context = RunContext(str(out), data_dir, str(dev), threads, jobs, force, code_sha(), git_sha(),
                        usable_cpus())
     elsewhere: list[str] = []
+    diverged: list[str] = []
     try:
-        _train(todo, context, jobs, threads, disable, failed, elsewhere)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the finished runs' records are saved; bring
-        store.refresh_views()  # the views up to date with them too (atomic, a few seconds)
-        raise
-    store.refresh_views()
+        _train(todo, context, jobs, threads, disable, failed, elsewhere, diverged)
+    finally:  # also after Ctrl-C, SIGTERM or an error: the finished runs' records are saved;
+        store.refresh_views()  # bring the views up to date with them (atomic, a few seconds)
     if elsewhere:
         tqdm.write(f"{len(elsewhere)} runs were being trained by another process on {out} "
                    f"({'; '.join(elsewhere[:3])}{'; ...' if len(elsewhere) > 3 else ''}); they "
                    "are left to it: run this command again once it has finished")
-    diverged = 0
-    with contextlib.suppress(StoreError):
-        runs = store.runs()
-        diverged = int((runs["run_id"].isin({s.run_id for s in todo})
-                        & (runs["status"] == "diverged")).sum())
-    return SweepResult(len(todo) - len(elsewhere), skipped, failed, len(elsewhere), diverged)
+    return SweepResult(len(todo) - len(elsewhere), skipped, failed, len(elsewhere),
+                       len(diverged))
 
 
 def _train(todo: list[RunSpec], context: RunContext, jobs: int, threads: int,
-           disable: bool | None, failed: list[str], elsewhere: list[str]) -> None:
+           disable: bool | None, failed: list[str], elsewhere: list[str],
+           diverged: list[str]) -> None:
     """Train ``todo``: in this process (``jobs`` 1, a progress bar over steps) or in ``jobs``
     worker processes (a bar over runs)."""
     if jobs == 1:
@@ -232,19 +228,20 @@ def _train(todo: list[RunSpec], context: RunContext, jobs: int, threads: int,
             for i, spec in enumerate(todo, 1):
                 bar.set_postfix_str(f"{spec.method} seed={spec.seed}")
                 line, error = _run_one(spec, context, bar.update)
-                _report(i, len(todo), spec, line, error, failed, elsewhere)
+                _report(i, len(todo), spec, line, error, failed, elsewhere, diverged)
         finally:
             bar.close()
     else:
         bar = tqdm(total=len(todo), unit="run", disable=disable, dynamic_ncols=True, desc="sweep")
         try:
-            _run_parallel(todo, context, jobs, threads, bar, failed, elsewhere)
+            _run_parallel(todo, context, jobs, threads, bar, failed, elsewhere, diverged)
         finally:
             bar.close()
 
 
 def _run_parallel(todo: list[RunSpec], context: RunContext, jobs: int, threads: int, bar,
-                  failed: list[str], elsewhere: list[str], restarts: int = 2) -> None:
+                  failed: list[str], elsewhere: list[str], diverged: list[str],
+                  restarts: int = 2) -> None:
     """Run ``todo`` in ``jobs`` worker processes. A worker that dies (killed, out of memory)
     breaks the pool: it is started afresh, up to ``restarts`` times, for the runs not yet done.
     Ctrl-C or SIGTERM stops the workers at once (their leases end with them) and re-raises."""
@@ -265,9 +262,9 @@ def _run_parallel(todo: list[RunSpec], context: RunContext, jobs: int, threads: 
                     continue
                 pending.remove(spec)
                 done += 1
-                _report(done, len(todo), spec, line, error, failed, elsewhere)
+                _report(done, len(todo), spec, line, error, failed, elsewhere, diverged)
                 bar.update(1)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, SIGTERM, or an error writing a result: stop at once
             _stop_workers(pool)
             raise
         pool.shutdown(wait=True)
@@ -427,9 +424,11 @@ def usable_cpus() -> int:
 
 
 def _report(i: int, n: int, spec: RunSpec, line: str, error: str | None, failed: list[str],
-            elsewhere: list[str]) -> None:
+            elsewhere: list[str], diverged: list[str]) -> None:
     if error:
         failed.append(error)
+    if line.startswith("diverged"):
+        diverged.append(spec.run_id)
     if line.startswith("ELSEWHERE"):
         elsewhere.append(f"{spec.method} seed={spec.seed}: {line[len('ELSEWHERE '):]}")
         line = "left to another process (" + line[len("ELSEWHERE "):] + ")"

@@ -114,8 +114,8 @@ def test_several_stores_are_verified_in_turn_and_any_failure_fails(store, tmp_pa
     capsys.readouterr()
     missing = tmp_path / "nothing"
     assert main(["verify", str(store), str(store), "--sample", "1"]) == 0
-    assert "every sampled run of the 2 stores reproduces" in capsys.readouterr().out
+    assert "every sampled run of the 2 stores verified reproduces" in capsys.readouterr().out
     assert main(["verify", str(store), str(missing), "--sample", "1"]) == 1
     captured = capsys.readouterr()
     assert f"## {missing}" in captured.out and "no runs" in captured.err
-    assert f"1 of 2 stores do not reproduce: {missing}" in captured.err
+    assert f"1 of 2 stores verified do not reproduce: {missing}" in captured.err
