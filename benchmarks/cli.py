@@ -689,5 +689,21 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def entry() -> None:
+    """The ``dps-bench`` executable: :func:`main`, then exit with its status. After a sweep's
+    worker processes were stopped (Ctrl-C, SIGTERM, an error), the process ends at once once its
+    output is flushed: every finished run is already saved, and Python's exit-time join of a
+    stopped process pool can otherwise wait on a queue the dead workers no longer read."""
+    from . import sweep
+
+    code = main(sys.argv[1:])
+    if sweep.POOL_STOPPED.is_set():
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    entry()

@@ -277,12 +277,18 @@ def _run_parallel(todo: list[RunSpec], context: RunContext, jobs: int, threads: 
                       "times (out of memory?); run it with --jobs 1 to see why")
 
 
+POOL_STOPPED = threading.Event()  # set once a pool's workers were stopped (see cli.entry)
+
+
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """End the pool's worker processes now (a run in progress is abandoned, as with Ctrl-C
     without --jobs) instead of waiting for their runs to finish."""
+    POOL_STOPPED.set()
     for process in list(getattr(pool, "_processes", {}).values()):
         with contextlib.suppress(Exception):
             process.terminate()
+    with contextlib.suppress(Exception):  # do not flush tasks into dead workers' queue at exit
+        pool._call_queue.cancel_join_thread()
     pool.shutdown(wait=False, cancel_futures=True)
 
 
