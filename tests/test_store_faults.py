@@ -46,8 +46,11 @@ def spawn(out: Path, *extra: str, methods: str = "train_only,mixing,meta_only",
     argv = [sys.executable, "-m", "benchmarks.cli", "run", "--scenario", "balancing", "--source",
             "digits", "--steps", steps, "--set", "eval_every=20", "--no-progress", "--methods",
             methods, "--seeds", seeds, "--out", str(out), *extra]
+    # a shell's background job (CI under `nohup ... &`) ignores SIGINT, and the child would
+    # inherit that: restore the default so that Ctrl-C reaches it as it does at a terminal
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 # -- bad destinations: found before anything trains ----------------------------------------------
