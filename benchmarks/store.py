@@ -406,8 +406,7 @@ class Store:
                              "writable results directory") from None
         misplaced = self._misplaced()
         if misplaced:
-            raise StoreError(f"{misplaced[0]} is a {'folder' if misplaced[0].is_dir() else 'file'}"
-                             f" where a {'file' if misplaced[0].is_dir() else 'folder'} belongs: "
+            raise StoreError(f"{misplaced[0]} is {_wrong_kind(misplaced[0])}: "
                              f"`dps-bench store repair {self.root}` sets it aside")
         with self._locked():
             _remove_orphaned_temporaries(self.root)
@@ -723,8 +722,7 @@ class Store:
                                    "runs.csv)")
             return report
         for path in self._misplaced():
-            report.problems.append(f"{path}: a {'folder' if path.is_dir() else 'file'} where a "
-                                   f"{'file' if path.is_dir() else 'folder'} belongs")
+            report.problems.append(f"{path}: {_wrong_kind(path)}")
             report.damaged.append(path)
         paths = self._record_paths()
         report.legacy = self._legacy()
@@ -833,6 +831,11 @@ class Store:
             self._write_views_unlocked(runs, curves, hashes)
             done.append(f"rebuilt runs.csv and curves.csv from the records ({len(runs)} runs)")
         return done
+
+
+def _wrong_kind(path: Path) -> str:
+    """What is wrong with a store entry of the wrong kind (see Store._misplaced)."""
+    return "a folder where a file belongs" if path.is_dir() else "a file where a folder belongs"
 
 
 def _salvage(path: Path) -> tuple[int, set[str]]:

@@ -329,8 +329,34 @@ _PACERS: dict[str, _ViewsPacer] = {}  # per process and store
 
 def _pacer(out: str) -> _ViewsPacer:
     return _PACERS.setdefault(out, _ViewsPacer())
+
+
 _BUILT: dict[str, object] = {}  # per process: the scenario data of the last (seed, settings)
-_SOURCES: dict[tuple, object] = {}
+_SOURCES: dict[tuple, object] = {}  # per process: the last source loaded
+
+
+def source_of(spec: RunSpec, data_dir: str | None):
+    """``spec``'s data source, loaded once per process (one kept at a time). Raises
+    DpsBenchError for missing or corrupt data."""
+    key = (spec.source, data_dir)
+    if key not in _SOURCES:
+        _SOURCES.clear()
+        _SOURCES[key] = load_source(spec.source, data_dir)
+    return _SOURCES[key]
+
+
+def scenario_data(spec: RunSpec, data_dir: str | None):
+    """The scenario's data for ``spec``'s (scenario, source, seed, settings), split with
+    ``derive_seed(seed, scenario, source)`` and built once per process (one kept at a time:
+    the methods of one seed share it)."""
+    key = json.dumps([spec.scenario, spec.source, spec.seed, spec.settings], sort_keys=True)
+    if key not in _BUILT:
+        scenario = get_scenario(spec.scenario)
+        source = source_of(spec, data_dir)
+        _BUILT.clear()
+        _BUILT[key] = scenario.build(source, scenario.Settings(**spec.settings),
+                                     derive_seed(spec.seed, spec.scenario, spec.source))
+    return _BUILT[key]
 
 
 def _init_worker(threads: int, parent: int) -> None:
@@ -358,17 +384,8 @@ def _run_one(spec: RunSpec, context: RunContext, advance) -> tuple[str, str | No
     renewing = _Renewal(store, spec.run_id)
     try:
         dev = torch.device(context.device)
-        source_key = (spec.source, context.data_dir)
-        if source_key not in _SOURCES:
-            _SOURCES.clear()
-            _SOURCES[source_key] = load_source(spec.source, context.data_dir)
         scenario = get_scenario(spec.scenario)
-        key = json.dumps([spec.scenario, spec.source, spec.seed, spec.settings], sort_keys=True)
-        if key not in _BUILT:
-            data_seed = derive_seed(spec.seed, spec.scenario, spec.source)
-            settings = scenario.Settings(**spec.settings)
-            _BUILT.clear()  # keep one at a time
-            _BUILT[key] = scenario.build(_SOURCES[source_key], settings, data_seed)
+        data = scenario_data(spec, context.data_dir)
         last = [0]
 
         def on_step(step: int) -> None:
@@ -379,7 +396,7 @@ def _run_one(spec: RunSpec, context: RunContext, advance) -> tuple[str, str | No
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         t0 = time.perf_counter()
         try:
-            outcome = run(spec, scenario, _BUILT[key], dev, on_step=on_step)
+            outcome = run(spec, scenario, data, dev, on_step=on_step)
         except Exception as e:  # recorded, the sweep goes on; retried on the next invocation
             tb = traceback.format_exc(limit=-3)
             row = _row(spec, dev, "error", f"{type(e).__name__}: {e}", time.perf_counter() - t0,

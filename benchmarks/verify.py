@@ -31,13 +31,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import SUITE_VERSION, RunSpec, derive_seed
-from .data import load_source
+from .config import SUITE_VERSION, RunSpec
 from .errors import DpsBenchError
 from .harness import run
 from .scenarios import get_scenario
 from .store import COMPLETE, Store
-from .sweep import RunContext, code_sha, git_sha, outcome_row, usable_cpus
+from .sweep import RunContext, code_sha, git_sha, outcome_row, scenario_data, source_of, usable_cpus
 
 
 @dataclass
@@ -94,12 +93,11 @@ def verify(out: str, sample: int | None = 5, seed: int = 0, tolerance: float = 0
         raise DpsBenchError(f"no runs in {out}; nothing to verify")
     chosen = choose(runs, sample, seed, methods)
     verdicts = []
-    sources: dict[str, object] = {}
     threads_before = torch.get_num_threads()
     try:
         for _, row in chosen.iterrows():
             verdict = _verify_one(row, curves[curves["run_id"] == row["run_id"]], tolerance,
-                                  data_dir, sources, store if refresh else None)
+                                  data_dir, store if refresh else None)
             verdicts.append(verdict)
             if on_result is not None:
                 on_result(verdict)
@@ -109,7 +107,7 @@ def verify(out: str, sample: int | None = 5, seed: int = 0, tolerance: float = 0
 
 
 def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
-                data_dir: str | None, sources: dict, refresh_into: Store | None) -> Verdict:
+                data_dir: str | None, refresh_into: Store | None) -> Verdict:
     config = json.loads(row["config_json"])
     version = config.pop("suite_version", None)
     base = dict(run_id=row["run_id"], method=row["method"], seed=int(row["seed"]),
@@ -117,7 +115,7 @@ def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
     try:
         spec = RunSpec(**config)
         scenario = get_scenario(spec.scenario)
-        settings = scenario.Settings(**spec.settings)
+        scenario.Settings(**spec.settings)  # settings this code still accepts
     except (TypeError, KeyError, DpsBenchError):  # a configuration this code cannot express
         spec = None
     if spec is None or version != SUITE_VERSION or spec.run_id != row["run_id"]:
@@ -129,13 +127,9 @@ def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
         return Verdict(**base, verdict="skipped", note="recorded on CUDA; this machine has none")
     threads = int(row["threads"]) if pd.notna(row.get("threads")) else 1
     torch.set_num_threads(threads)
-    if spec.source not in sources:
-        sources.clear()
-        sources[spec.source] = load_source(spec.source, data_dir)
+    source_of(spec, data_dir)  # missing data: an error for the whole command, not this run
     try:
-        data = scenario.build(sources[spec.source], settings,
-                              derive_seed(spec.seed, spec.scenario, spec.source))
-        outcome = run(spec, scenario, data, device)
+        outcome = run(spec, scenario, scenario_data(spec, data_dir), device)
     except Exception as e:  # the rerun itself failed: that does not reproduce either
         return Verdict(**base, verdict="ERROR", note=f"the rerun raised {type(e).__name__}: {e}",
                        threads=threads)
