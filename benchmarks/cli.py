@@ -76,7 +76,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name}: {scenario.description}")
         print(f"    sources: {', '.join(scenario.sources)} (default {scenario.default_source})")
         for profile, values in scenario.profiles.items():
-            print(f"    profile {profile}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+            note = scenario.profile_notes.get(profile)
+            print(f"    profile {profile}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+                  + (f"\n      ({note})" if note else ""))
         defaults = {f.name: f.default for f in dataclasses.fields(scenario.Settings)}
         print("    settings: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
         for source, values in scenario.source_settings.items():
@@ -406,10 +408,16 @@ def cmd_store(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     from .data.mnist import FASHION_MNIST, MNIST, data_dir, download
 
-    spec = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}[args.dataset]
     root = data_dir(args.data_dir)
     if root is None:
         raise DpsBenchError("give --data-dir DIR (or set DPS_DATA_DIR)")
+    if args.dataset == "cifar10":
+        from .data.cifar10 import download_cifar10
+
+        folder = download_cifar10(root)
+        print(f"cifar10: verified batches in {folder}")
+        return 0
+    spec = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}[args.dataset]
     folder = download(spec, root)
     print(f"{spec.name}: verified files in {folder}")
     return 0
@@ -645,8 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="DIR", type=_directory, help="results directory")
     p.set_defaults(func=cmd_store)
 
-    p = sub.add_parser("download", help="fetch and verify MNIST or Fashion-MNIST (needs internet)")
-    p.add_argument("dataset", choices=("mnist", "fashion-mnist"))
+    p = sub.add_parser("download", help="fetch and verify MNIST, Fashion-MNIST or CIFAR-10's python "
+                                        "batches (needs internet)")
+    p.add_argument("dataset", choices=("mnist", "fashion-mnist", "cifar10"))
     p.add_argument("--data-dir", help="files go to DATA_DIR/<dataset>/ (default: $DPS_DATA_DIR)")
     p.set_defaults(func=cmd_download)
     return parser

@@ -18,6 +18,7 @@ Divergence: a logged scalar or diagnostic that is not finite at an evaluation, o
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import random
@@ -167,10 +168,18 @@ class RunSetup:
     meta_batches: SplitBatches | None
     datasets: list[Tensor]  # the data tensors the method may reference: not step memory
     prepare_s: float
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    augment_generator: torch.Generator | None = None
 
     def next_batches(self) -> tuple[Batch, Batch | None]:
+        """The next Bt and Bm, with the scenario's augmentation applied to both (if any)."""
         bt = next(self.train_batches)
-        return bt, (next(self.meta_batches) if self.meta_batches is not None else None)
+        bm = next(self.meta_batches) if self.meta_batches is not None else None
+        if self.augment is not None:
+            bt = dataclasses.replace(bt, x=self.augment(bt.x, self.augment_generator))
+            if bm is not None:
+                bm = dataclasses.replace(bm, x=self.augment(bm.x, self.augment_generator))
+        return bt, bm
 
 
 def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device
@@ -204,7 +213,10 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
                     if cls.uses_meta_batch else None)
     datasets = [t for split in (train, meta) for t in (split.x, split.y)]
     datasets += [ctx.train_set.index, ctx.meta_set.index]
-    return RunSetup(method, ctx, train_batches, meta_batches, datasets, prepare_s)
+    augment = scenario.augment(data, settings)
+    augment_gen = torch.Generator().manual_seed(derive_seed(run_seed, "augment"))
+    return RunSetup(method, ctx, train_batches, meta_batches, datasets, prepare_s, augment,
+                    augment_gen)
 
 
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5
@@ -259,7 +271,8 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     weights: Tensor | None = None  # as of the last evaluation, which is the last step
     status_of_weights = ""
     target = target_count(spec, scenario, len(data.train))
-    evals = {"test": data.test, "meta": data.meta, "val": data.val}
+    evals = {name: split for name, split in
+             (("test", data.test), ("meta", data.meta), ("val", data.val)) if len(split)}
     try:
         for step in range(settings.steps):
             bt, bm = setup.next_batches()

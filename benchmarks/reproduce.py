@@ -76,7 +76,9 @@ def references(folder: Path | None = None) -> list[Reference]:
 
 
 def select(refs: list[Reference], profile: str | None, names: list[str] | None) -> list[Reference]:
-    """The references of ``profile`` (all when None), restricted to ``names`` when given."""
+    """The references of ``profile`` (all when None), restricted to ``names`` when given. Without
+    names, ``quick`` means the embedded default: references on offline sources only (a quick-
+    profile reference on a real data set, e.g. Fashion-MNIST, runs when named)."""
     if names:
         known = {r.name for r in refs}
         bad = [n for n in names if n not in known]
@@ -84,4 +86,9 @@ def select(refs: list[Reference], profile: str | None, names: list[str] | None) 
             raise ConfigError(f"unknown reference experiment(s) {', '.join(bad)}; available: "
                               f"{', '.join(sorted(known))}")
         refs = [r for r in refs if r.name in names]
-    return [r for r in refs if profile is None or r.profile == profile]
+    chosen = [r for r in refs if profile is None or r.profile == profile]
+    if profile == "quick" and not names:
+        from .data import OFFLINE
+
+        chosen = [r for r in chosen if r.source in OFFLINE]
+    return chosen

@@ -8,10 +8,11 @@ l(z; theta) that returns a vector. It returns scalars to log.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,7 +59,9 @@ class Context:
     """Everything a method is set up with.
 
     loss(output, target) -> per-example losses l(z; theta), shape [B].
-    embed(x) -> detached embedding e_i of each input, used by weight networks.
+    embed(x) -> detached embedding e_i of each input, used by weight networks. It runs in the
+    model's current mode but leaves the model as it was (Context wraps it in
+    :func:`buffers_kept`): an auxiliary pass never trains BatchNorm's running statistics.
     forward_features(x) -> (output, embedding) from one forward pass (embedding not detached).
     make_optimizer(params) -> the scenario's model optimiser (for example SGD, lr 1e-3).
     train_set / meta_set: all of Dt / Dm as one Batch each (on ``device``), for methods that
@@ -82,6 +85,13 @@ class Context:
     total_steps: int | None = None
 
     def __post_init__(self) -> None:
+        embed = self.embed
+
+        def embed_kept(x: Tensor) -> Tensor:
+            with buffers_kept(self.model):
+                return embed(x)
+
+        self.embed = embed_kept
         if self.forward_features is None:
             model = self.model
             if hasattr(model, "head"):  # forward = head(features(x)): one pass gives both
@@ -92,6 +102,30 @@ class Context:
                 self.forward_features = both
             else:
                 self.forward_features = lambda x: (model(x), model.features(x))
+
+
+@contextlib.contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Run the block, then put every buffer of ``model`` back as it was (BatchNorm's running
+    statistics and ``num_batches_tracked``): for auxiliary forward passes that must see the
+    model in its current mode (train-mode batch statistics) without training it. Costs one copy
+    of the buffers; nothing for a model without buffers."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's floating-point parameters (torch's default when it has none):
+    what tensors that meet the model's outputs (weight networks, per-example weights) use."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
 
 
 @dataclass

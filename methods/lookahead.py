@@ -69,13 +69,18 @@ def _higher(model, train_x, weigh, meta, loss, steps, inner_lr) -> Tensor:
 
 
 def _func(model, train_x, weigh, meta, loss, steps, inner_lr) -> Tensor:
-    # the first inner step runs the model itself (no parameter swap) and differentiates with
-    # respect to its parameters with autograd.grad, which fills no .grad; later steps and the
-    # meta loss run the fast weights through functional_call
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
+    # θ' is a pure function of θ: the trainable parameters step, frozen ones stay, and every
+    # forward pass (train mode, as in the real step: batch statistics) runs on a copy of the
+    # buffers, so the real model's running statistics never see the unroll's batches or Bm.
+    # Without buffers, the first inner step runs the model itself (no parameter swap) and
+    # differentiates with autograd.grad, which fills no .grad; the rest use functional_call.
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
     for step in range(steps):
-        out = model(train_x) if step == 0 else functional_call(model, (params, buffers), (train_x,))
+        if step == 0 and not buffers:
+            out = model(train_x)
+        else:
+            out = functional_call(model, (params, buffers), (train_x,))
         grads = torch.autograd.grad(weigh(out), list(params.values()), create_graph=True)
         params = {n: p - inner_lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
     return loss(functional_call(model, (params, buffers), (meta.x,)), meta.y).mean()

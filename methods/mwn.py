@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import Batch, Context, Method, SampledMean, over_chunks, require_meta
+from .base import Batch, Context, Method, SampledMean, model_dtype, over_chunks, require_meta
 from .lookahead import check_backend, inner_lr_of, lookahead_meta_loss
 from .search import MODEL_LR, MODEL_LR_RANGE, LogUniform
 
@@ -102,7 +102,7 @@ class MWN(Method):
         hp = self.hp
         self.opt = ctx.make_optimizer(ctx.model.parameters())
         self.alpha = inner_lr_of(self.opt, hp.inner_lr)
-        self.vnet = MetaWeightNet(hp.hidden).to(ctx.device)
+        self.vnet = MetaWeightNet(hp.hidden).to(ctx.device, model_dtype(ctx.model))
         if hp.v_optimizer == "sgd":
             self.vnet_opt: torch.optim.Optimizer = torch.optim.SGD(
                 self.vnet.parameters(), lr=hp.lr_v, momentum=hp.v_momentum,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Context, over_chunks
+from .base import Batch, Context, model_dtype, over_chunks
 
 
 def check_weights(kind: str, optimizer: str, storage: str) -> None:
@@ -108,7 +108,7 @@ class ExampleWeights:
             # tensor, starting at v = 0 and b = init_logit: every initial weight is exactly
             # sigmoid(init_logit) (β for BADS), whatever the embedding; v's gradient
             # Σ_i ∂U/∂a_i·e_i is not symmetric in i, so nothing is stuck at this start
-            phi = torch.zeros(in_dim + 1, dtype=torch.get_default_dtype())
+            phi = torch.zeros(in_dim + 1, dtype=model_dtype(ctx.model))
             phi[-1] = init_logit
             self.phi = phi.to(ctx.device).requires_grad_()
             self.opt = make_weight_optimizer([self.phi], optimizer, lr)
@@ -241,11 +241,13 @@ class ExampleWeights:
 
 
 def embedding_dim(ctx: Context) -> int:
-    """Width of ctx.embed's output, probed on one training example."""
+    """Width of ctx.embed's output, probed on one training example in eval mode (train-mode
+    BatchNorm rejects a batch of one; the probe needs the shape only)."""
     if ctx.train_set is None:
         raise ValueError("a weight network needs ctx.train_set to size its input")
-    with torch.no_grad():
-        return int(ctx.embed(ctx.train_set.x[:1]).reshape(1, -1).shape[1])
+    return int(over_chunks(ctx.model, lambda x, y: ctx.embed(x).reshape(1, -1),
+                           Batch(ctx.train_set.x[:1], ctx.train_set.y[:1],
+                                 ctx.train_set.index[:1])).shape[1])
 
 
 def make_weight_optimizer(params: list[nn.Parameter], name: str, lr: float

@@ -23,6 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.data.cifar10 import decode_folder, read_batch, read_decoded_cache
+from benchmarks.data.cifar10n import read_labels
 from benchmarks.data.idx import read_idx, write_idx
 from benchmarks.data.mnist1d import read_cache
 from benchmarks.errors import DpsBenchError
@@ -128,6 +130,45 @@ def _load_weights(path: Path):
     return Store(path.parent / "store").weights(path.stem)
 
 
+def _cifar_batch_bytes(tmp: Path) -> bytes:
+    from cifar_fixtures import batch_bytes
+
+    return batch_bytes(np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3, 32, 32) % 251, [3, 7])
+
+
+def _cifar10n_bytes(tmp: Path) -> bytes:
+    from cifar_fixtures import write_cifar10n
+
+    return write_cifar10n(tmp, np.arange(8) % 10, {"worse_label": np.arange(8)[::-1] % 10}).read_bytes()
+
+
+def _image_archive_bytes(tmp: Path) -> bytes:
+    from cifar_fixtures import image_set, write_image_folder
+
+    files = {k: v for k, v in image_set(per_class=1).items() if "/cat/" in k}  # train and test
+    return write_image_folder(tmp / "images", files, archive=True).read_bytes()
+
+
+def _image_tar_bytes(tmp: Path) -> bytes:
+    """The same layout as a plain tar, so that mutations reach the image decoder."""
+    import gzip
+
+    return gzip.decompress(_image_archive_bytes(tmp))
+
+
+def _image_cache_bytes(tmp: Path) -> bytes:
+    path = tmp / "images.npz"
+    np.savez(path, train_x=np.zeros((2, 32, 32, 3), np.uint8), train_y=np.array([0, 1]),
+             test_x=np.zeros((1, 32, 32, 3), np.uint8), test_y=np.array([1]))
+    return path.read_bytes()
+
+
+def _load_image_cache(path: Path):
+    """A damaged decoded-image cache must read as None (decoded again), never raise."""
+    arrays = read_decoded_cache(path)
+    return "decode again" if arrays is None else arrays
+
+
 READERS = [
     Reader("idx-gzip", "train-labels-idx1-ubyte.gz", lambda t: _idx_bytes(t, True), read_idx),
     Reader("idx-raw", "train-labels-idx1-ubyte", lambda t: _idx_bytes(t, False), read_idx),
@@ -139,6 +180,11 @@ READERS = [
     Reader("weights-csv", "0123456789abcdef.csv", _weights_bytes, _load_weights),
     Reader("mnist1d-cache", "mnist1d-n70000-s42.npz", _mnist1d_cache_bytes, _load_mnist1d_cache),
     Reader("store-with-record", "0123456789abcdef.json", _record_bytes, _load_store_record),
+    Reader("cifar10-batch", "data_batch_1", _cifar_batch_bytes, read_batch),
+    Reader("cifar10n-labels", "CIFAR-10_human.pt", _cifar10n_bytes, read_labels),
+    Reader("cifar10-image-archive", "cifar-10-images.tar.gz", _image_archive_bytes, decode_folder),
+    Reader("cifar10-image-tar", "cifar-10-images.tar", _image_tar_bytes, decode_folder),
+    Reader("cifar10-image-cache", "cifar10-images-0123.npz", _image_cache_bytes, _load_image_cache),
 ]
 
 mutation = st.one_of(

@@ -33,3 +33,19 @@ def use_float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+class BNNet(nn.Module):
+    """features: Linear(d, hidden) + BatchNorm1d + ReLU; head: Linear(hidden, out). The suite's
+    smallest model with buffers that train-mode forward passes update (running statistics)."""
+
+    def __init__(self, d: int = 4, hidden: int = 6, out: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, out)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.body(x))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConfigError
 from .base import Labeled, SourceData
+from .cifar10 import load_cifar10_batches, load_cifar10_images
 from .digits import load_digits
 from .mnist import FASHION_MNIST, MNIST, data_dir, load_idx_dataset
 from .mnist1d import load_mnist1d
@@ -16,6 +18,8 @@ SOURCES: dict[str, Callable[[Path | None], SourceData]] = {
     "digits": lambda root: load_digits(),
     "mnist": lambda root: load_idx_dataset(MNIST, root),
     "fashion-mnist": lambda root: load_idx_dataset(FASHION_MNIST, root),
+    "cifar10": load_cifar10_batches,
+    "cifar10-images": load_cifar10_images,
 }
 OFFLINE = ("mnist1d", "digits")
 
@@ -24,7 +28,8 @@ def load_source(name: str, root: str | Path | None = None) -> SourceData:
     """Load source ``name``; ``root`` is the data directory (or $DPS_DATA_DIR)."""
     if name not in SOURCES:
         raise ConfigError(f"unknown data source {name!r}; available: {', '.join(SOURCES)}")
-    return SOURCES[name](data_dir(root))
+    folder = data_dir(root)
+    return dataclasses.replace(SOURCES[name](folder), root=folder)
 
 
 __all__ = ["Labeled", "SourceData", "SOURCES", "OFFLINE", "load_source", "data_dir"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +30,12 @@ class SourceData:
     name: str
     train: Labeled
     test: Labeled
+    order: str = "official"
+    """How ``train`` is ordered: ``official`` (the publisher's order) or ``class-folder`` (an
+    ImageFolder's, class by class; see :func:`benchmarks.data.cifar10.official_order`)."""
+    root: Path | None = None
+    """The data directory it was loaded from (where companion files such as CIFAR-10N's labels
+    are looked for); None for the offline sources."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:

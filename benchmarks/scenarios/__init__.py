@@ -5,8 +5,9 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .balancing import Balancing
 from .base import Scenario, ScenarioData, Split, TrainSettings, make_optimizer
+from .denoising import Denoising
 
-SCENARIOS: dict[str, type[Scenario]] = {"balancing": Balancing}
+SCENARIOS: dict[str, type[Scenario]] = {"balancing": Balancing, "denoising": Denoising}
 
 
 def get_scenario(name: str) -> Scenario:

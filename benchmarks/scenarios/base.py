@@ -7,6 +7,7 @@ the Settings dataclass defaults, the profile, the source, the user's ``--set``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -91,6 +92,8 @@ class Scenario(ABC):
     profile_method_settings: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     """Per-profile, per-method defaults: {profile: {method: {name: value}}}; these win."""
     metric_name: ClassVar[str] = "accuracy"
+    profile_notes: ClassVar[dict[str, str]] = {}
+    """What a profile is for and what it costs (``dps-bench list`` prints them)."""
 
     @property
     def default_source(self) -> str:
@@ -118,6 +121,12 @@ class Scenario(ABC):
     @abstractmethod
     def make_model(self, data: ScenarioData, settings: TrainSettings) -> nn.Module:
         """A freshly initialised model with ``features(x)`` (the embedding) and ``forward(x)``."""
+
+    def augment(self, data: ScenarioData, settings: TrainSettings
+                ) -> Callable[[Tensor, torch.Generator], Tensor] | None:
+        """The random transformation of training inputs (Bt and Bm batches, never evaluation
+        splits) as ``f(x, generator) -> x'``, or None for none (the default)."""
+        return None
 
     @abstractmethod
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
