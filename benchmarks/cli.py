@@ -427,7 +427,8 @@ def _problem_options(p: argparse.ArgumentParser, set_help: str) -> None:
     """--source, --profile, --steps, --data-dir, --set and --device, shared by run and tune."""
     p.add_argument("--source", help="data source (default: the scenario's embedded default)")
     p.add_argument("--profile", default="quick",
-                   help="quick (default: minutes on 2 CPU cores) or paper (the paper's settings)")
+                   help="quick (default: minutes on 2 CPU cores), paper (the paper's settings), or "
+                        "one a scenario adds (denoising: cifar-cpu); `dps-bench list` shows them")
     p.add_argument("--steps", type=int, help="override the profile's number of training steps")
     p.add_argument("--data-dir", help="directory holding <source>/ data files "
                                       "(default: $DPS_DATA_DIR)")
@@ -572,7 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  dps-bench reproduce --profile paper --data-dir ../shared/data --out results\n"
                "  dps-bench reproduce --list",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="quick", help="quick (default) or paper")
+    p.add_argument("--profile", default="quick",
+                   help="quick (default: the offline references; a quick reference on real data "
+                        "runs when named with --only), paper, or cifar-cpu")
     p.add_argument("--only", help="comma-separated reference names (see --list)")
     p.add_argument("--list", action="store_true", help="list the reference experiments and exit")
     p.add_argument("--out", default="runs", type=_directory,
