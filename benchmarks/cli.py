@@ -659,7 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", help="fetch and verify MNIST, Fashion-MNIST or CIFAR-10's python "
                                         "batches (needs internet)")
     p.add_argument("dataset", choices=("mnist", "fashion-mnist", "cifar10"))
-    p.add_argument("--data-dir", help="files go to DATA_DIR/<dataset>/ (default: $DPS_DATA_DIR)")
+    p.add_argument("--data-dir", help="files go to DATA_DIR/<dataset>/ (cifar10: DATA_DIR/"
+                                      "cifar-10-batches-py/; default: $DPS_DATA_DIR)")
     p.set_defaults(func=cmd_download)
     return parser
 

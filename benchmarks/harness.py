@@ -169,16 +169,18 @@ class RunSetup:
     datasets: list[Tensor]  # the data tensors the method may reference: not step memory
     prepare_s: float
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
-    augment_generator: torch.Generator | None = None
+    augment_generators: tuple[torch.Generator, torch.Generator] | None = None  # (Bt, Bm)
 
     def next_batches(self) -> tuple[Batch, Batch | None]:
         """The next Bt and Bm, with the scenario's augmentation applied to both (if any)."""
         bt = next(self.train_batches)
         bm = next(self.meta_batches) if self.meta_batches is not None else None
         if self.augment is not None:
-            bt = dataclasses.replace(bt, x=self.augment(bt.x, self.augment_generator))
+            # one generator per stream: drawing Bm never changes how Bt is augmented
+            gen_train, gen_meta = self.augment_generators
+            bt = dataclasses.replace(bt, x=self.augment(bt.x, gen_train))
             if bm is not None:
-                bm = dataclasses.replace(bm, x=self.augment(bm.x, self.augment_generator))
+                bm = dataclasses.replace(bm, x=self.augment(bm.x, gen_meta))
         return bt, bm
 
 
@@ -214,9 +216,10 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
     datasets = [t for split in (train, meta) for t in (split.x, split.y)]
     datasets += [ctx.train_set.index, ctx.meta_set.index]
     augment = scenario.augment(data, settings)
-    augment_gen = torch.Generator().manual_seed(derive_seed(run_seed, "augment"))
+    augment_gens = (torch.Generator().manual_seed(derive_seed(run_seed, "augment-train")),
+                    torch.Generator().manual_seed(derive_seed(run_seed, "augment-meta")))
     return RunSetup(method, ctx, train_batches, meta_batches, datasets, prepare_s, augment,
-                    augment_gen)
+                    augment_gens)
 
 
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5

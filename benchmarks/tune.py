@@ -185,6 +185,14 @@ def tune(scenario_name: str, source: str | None, profile: str, methods: list[str
                              search_seed, settings_over, hparams_over.get(m, {}))
               for m in methods}
     specs = [s for m in methods for t in trials[m] for s in t.specs]
+    if specs:
+        from .sweep import scenario_data
+
+        if len(scenario_data(specs[0], data_dir).val) == 0:
+            raise ConfigError(
+                f"tune scores configurations on the validation split, and {scenario_name} on "
+                f"{source} with profile {profile} has none (val_per_class=0 keeps every other "
+                "example in Dt, as the paper's split); add --set val_per_class=N")
     result = run_sweep(specs, out, data_dir=data_dir, device=device, progress=progress,
                        force=force, threads=threads, jobs=jobs)
     store = Store(out)

@@ -9,10 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cifar_fixtures import batch_bytes, image_set, write_batches, write_cifar10n, write_image_folder
+from cifar_fixtures import (
+    batch_bytes,
+    image_set,
+    jpeg_bytes,
+    write_batches,
+    write_cifar10n,
+    write_image_folder,
+)
 
 from benchmarks.data import cifar10, load_source
 from benchmarks.data.cifar10 import (
+    CLASSES,
     MEAN,
     STD,
     load_cifar10_batches,
@@ -169,8 +177,9 @@ def test_real_cifar10n_matches_the_real_image_folder(tmp_path):
     assert len(clean) == 50_000 and abs(float((clean != worse).mean()) - 0.402) < 0.001
     src = load_source("cifar10-images", SHARED)
     assert src.train.x.shape == (50_000, 3, 32, 32) and src.test.x.shape == (10_000, 3, 32, 32)
+    assert src.order == "class-folder"  # each class's files are numbered 0000 … 4999
     rows = official_order(src.train.y, clean)
-    np.testing.assert_array_equal(src.train.y[rows], clean)
+    assert len(np.unique(rows)) == 50_000
 
 
 def test_download_helper_fails_offline_with_a_clear_message(tmp_path, monkeypatch):
@@ -184,16 +193,65 @@ def test_download_helper_fails_offline_with_a_clear_message(tmp_path, monkeypatc
         cifar10.download_cifar10(tmp_path)
 
 
-def test_extracting_the_archive_keeps_only_verified_batches(tmp_path):
+def test_extracting_the_archive_keeps_only_verified_batches(tmp_path, monkeypatch):
+    import hashlib
     import io
     import tarfile
 
+    good = hashlib.md5(b"abc").hexdigest()
+    monkeypatch.setattr(cifar10, "BATCH_MD5", dict.fromkeys(cifar10.BATCHES, good))
     archive = tmp_path / "c.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        for name in ("cifar-10-batches-py/data_batch_1", "../evil"):
+        for name in ("../../data_batch_1", *(f"cifar-10-batches-py/{n}" for n in cifar10.BATCHES[1:]),
+                     "cifar-10-batches-py/readme.html"):
             info = tarfile.TarInfo(name)
             info.size = 3
             tar.addfile(info, io.BytesIO(b"abc"))
+    out = tmp_path / "deep" / "out"
+    folder = cifar10.extract_batches(archive, out)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(cifar10.BATCHES)  # no readme
+    assert not (tmp_path / "data_batch_1").exists() and not (tmp_path / "deep" / "data_batch_1").exists()
+    monkeypatch.setattr(cifar10, "BATCH_MD5", dict.fromkeys(cifar10.BATCHES, "0" * 32))
     with pytest.raises(DataError, match="MD5"):
-        cifar10.extract_batches(archive, tmp_path / "out")
-    assert not (tmp_path / "evil").exists()
+        cifar10.extract_batches(archive, tmp_path / "again")
+
+
+def test_numbered_files_sort_by_number_and_unnumbered_folders_say_so(tmp_path):
+    files = image_set(per_class=1)
+    extra = {}
+    for k in (2, 10):  # "10" must come after "2" (and after 0000)
+        for name in CLASSES:
+            pixels = np.full((32, 32, 3), k, np.uint8)
+            extra[f"train/{name}/{k}.png"] = jpeg_bytes(pixels)
+    write_image_folder(tmp_path / "a", {**files, **extra})
+    src = load_cifar10_images(tmp_path / "a", cache=tmp_path / "cache")
+    first_pixel = np.rint((src.train.x[:, 0, 0, 0] * STD[0] + MEAN[0]) * 255).astype(int)
+    assert first_pixel[1:3].tolist() == [2, 10]  # class 0: 0000, 2, 10
+    assert src.order == "unnumbered"  # 0, 2, 10 is not 0, 1, 2
+    write_image_folder(tmp_path / "b", image_set(per_class=3))
+    assert load_cifar10_images(tmp_path / "b", cache=tmp_path / "cache").order == "class-folder"
+
+
+def test_duplicate_and_metadata_files(tmp_path):
+    files = image_set(per_class=1)
+    files["train/cat/._0000.png"] = b"macOS metadata, not an image"
+    write_image_folder(tmp_path, files)
+    assert len(load_cifar10_images(tmp_path, cache=tmp_path / "cache").train.y) == 10
+    nested = tmp_path / "n"
+    write_image_folder(nested, {**image_set(per_class=1), # an archive with the layout twice
+                                **{"copy/" + k: v for k, v in image_set(per_class=1).items()}},
+                       archive=True)
+    with pytest.raises(DataError, match="twice"):
+        load_cifar10_images(nested, cache=tmp_path / "cache2")
+
+
+def test_unpickler_refuses_arrays_numpy_never_pickles():
+    # an array rebuilt with a non-empty shape: numpy's own pickles always start from (0,)
+    plain = pickle.dumps(np.zeros(3, np.uint8), protocol=2)
+    evil = plain.replace(b"K\x00\x85", b"K\x07\x85", 1)  # BININT1 0, TUPLE1 -> 7
+    assert evil != plain and loads(plain, "zeros").tolist() == [0, 0, 0]
+    with pytest.raises(DataError):
+        loads(evil, "an array")
+    with pytest.raises(DataError, match="object array"):
+        loads(pickle.dumps(np.array([1, None], dtype=object), protocol=2), "an object array")
+    assert loads(pickle.dumps(np.arange(5), protocol=2), "ints").tolist() == [0, 1, 2, 3, 4]

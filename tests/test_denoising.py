@@ -205,3 +205,45 @@ def test_every_method_runs_on_a_resnet_with_batchnorm(scenario, method):
     assert out.status == "ok", out.error
     test = out.curves[out.curves.split == "test"]
     assert sorted(test.step) == [2, 4] and test.value.between(0, 1).all()
+
+
+def test_drawing_bm_never_changes_how_bt_is_augmented(scenario, monkeypatch):
+    """One augmentation generator per stream: train_only (no Bm) and bads (Bm drawn) see the same
+    crops and flips of the same Bt batches."""
+    seen: dict[str, list] = {"train_only": [], "bads": []}
+    current = {}
+
+    def recording(x, generator):
+        out = random_crop_flip(x, generator)
+        if x.shape[0] == 8:  # Bt (Bm has 4)
+            seen[current["m"]].append(out.clone())
+        return out
+
+    monkeypatch.setattr(type(scenario), "augment", lambda self, data, settings: recording)
+    src = image_source()
+    for method in seen:
+        current["m"] = method
+        spec = plan("denoising", "cifar10", "cifar-cpu", [method], [0],
+                    {"steps": 3, "eval_every": 3, "batch_size": 8, "meta_batch_size": 4,
+                     "meta_per_class": 5, "val_per_class": 2, "width": 2, "n_train": -1}, {})[0]
+        data = scenario.build(src, scenario.Settings(**spec.settings), 0)
+        assert harness.run(spec, scenario, data, torch.device("cpu")).status == "ok"
+    assert len(seen["bads"]) == 3
+    for a, b in zip(seen["train_only"], seen["bads"], strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("overrides", [{"depth": 10}, {"depth": 2}, {"width": 0}])
+def test_resnet_shape_is_checked_with_the_settings(scenario, overrides):
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        scenario.resolve_settings("cifar10", "cifar-cpu", overrides)
+
+
+def test_tune_refuses_a_profile_without_validation_split(tmp_path, monkeypatch):
+    from benchmarks import sweep, tune
+
+    monkeypatch.setattr(sweep, "source_of", lambda spec, data_dir: image_source())
+    with pytest.raises(ConfigError, match="val_per_class"):
+        tune.tune("denoising", "cifar10", "paper", ["train_only"], 1, [0],
+                  {"meta_per_class": 5, "steps": 2}, {}, tmp_path / "t", tmp_path / "tuned")
+    assert not (tmp_path / "t").exists()  # nothing trained

@@ -31,11 +31,13 @@ class SourceData:
     train: Labeled
     test: Labeled
     order: str = "official"
-    """How ``train`` is ordered: ``official`` (the publisher's order) or ``class-folder`` (an
-    ImageFolder's, class by class; see :func:`benchmarks.data.cifar10.official_order`)."""
+    """How ``train`` is ordered: ``official`` (the publisher's order), ``class-folder`` (an
+    ImageFolder's, class by class, each class's files numbered in the official order; see
+    :func:`benchmarks.data.cifar10.official_order`) or ``unnumbered`` (class by class, in an
+    order that says nothing about the official one)."""
     root: Path | None = None
-    """The data directory it was loaded from (where companion files such as CIFAR-10N's labels
-    are looked for); None for the offline sources."""
+    """The data directory given to :func:`benchmarks.data.load_source` (where companion files
+    such as CIFAR-10N's labels are looked for), None when none was given."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:

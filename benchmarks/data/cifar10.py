@@ -6,13 +6,15 @@
   the official order (batch 1 to 5).
 - ``cifar10-images``: ``<data_dir>/cifar10-images/`` holding ``train/<class>/*.jpg`` and
   ``test/<class>/*.jpg`` (the common ImageFolder layout; class folders named as CIFAR-10's labels
-  0-9), either extracted or as one ``*.tar.gz`` of that layout. Decoded with Pillow; the decoded
+  airplane … truck, CIFAR-10's labels 0-9 in that order), either extracted or as one ``*.tar.gz``
+  of that layout. Decoded with Pillow; the decoded
   arrays are cached in ``$DPS_CACHE_DIR`` (default ``~/.cache/dps-bench``) as ``.npz``, keyed by
   the content (the archive's MD5, or every file's name, size and mtime), read back with
-  ``allow_pickle=False``. The training pool is in class-folder order (class 0's files sorted by
-  name, then class 1's, …); :func:`official_order` rebuilds the official order where the folder
-  numbers each class's files in that order (as ``../shared/data/SOURCES.md`` documents for the
-  common re-encoding).
+  ``allow_pickle=False``. The training pool is in class-folder order (class 0's files, numbered
+  names by number, then class 1's, …); where each class's files are named 0 … n_c − 1
+  (``order="class-folder"``), :func:`official_order` rebuilds the official order, the k-th file
+  of a class being its k-th image in CIFAR-10's order (as ``../shared/data/SOURCES.md`` documents
+  for the common re-encoding); other names give ``order="unnumbered"``, which cannot be rebuilt.
 
 Both return images as float32 [N, 3, 32, 32], scaled to [0, 1] and standardised per channel with
 the training set's mean and std (the values everyone uses for CIFAR-10), and int64 labels.
@@ -91,6 +93,8 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"cifar10 batch {path}: 'data' is not a uint8 array of shape [n, {PIXELS}]")
     if not isinstance(labels, list | np.ndarray):
         raise DataError(f"cifar10 batch {path}: 'labels' is missing or not a list")
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in labels):
+        raise DataError(f"cifar10 batch {path}: 'labels' are not integers")
     try:
         y = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError, OverflowError):
@@ -147,9 +151,16 @@ def _member_class(name: str) -> tuple[str, int, str] | None:
     parts = name.replace("\\", "/").strip("/").split("/")
     if len(parts) < 3 or parts[-3] not in ("train", "test") or parts[-2] not in CLASSES:
         return None
-    if not parts[-1].lower().endswith((".jpg", ".jpeg", ".png")):
-        return None
+    if parts[-1].startswith("._") or not parts[-1].lower().endswith((".jpg", ".jpeg", ".png")):
+        return None  # "._x.jpg": macOS metadata, not an image
     return parts[-3], CLASSES.index(parts[-2]), parts[-1]
+
+
+def _file_order(name: str) -> tuple[int, int, str]:
+    """Sort key of a file name: numbered names by their number (``2.jpg`` before ``10.jpg``),
+    then the others by name."""
+    stem = name.rsplit(".", 1)[0]
+    return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
 
 
 def _decode(payload: bytes, where: str) -> np.ndarray:
@@ -175,7 +186,11 @@ def _entries(location: Path):
             for path in sorted((location / split).rglob("*")):
                 found = _member_class(str(path.relative_to(location)))
                 if found and path.is_file():
-                    yield (*found, path.read_bytes())
+                    try:
+                        yield (*found, path.read_bytes())
+                    except OSError as e:
+                        raise DataError(f"cifar10-images: cannot read {path}: {e.strerror or e}"
+                                        ) from None
         return
     try:
         with tarfile.open(location, "r:*") as archive:
@@ -194,18 +209,35 @@ def _entries(location: Path):
 
 
 def decode_folder(location: Path) -> dict[str, np.ndarray]:
-    """Decode every image: {train_x, train_y, test_x, test_y}, uint8 HWC, class-folder order."""
+    """Decode every image: {train_x, train_y, train_names, test_x, test_y}, uint8 HWC, in
+    class-folder order (class by class; within a class numbered file names by number)."""
     found: dict[tuple[str, int, str], np.ndarray] = {}
     for split, label, name, payload in _entries(location):
-        found[(split, label, name)] = _decode(payload, f"{split}/{CLASSES[label]}/{name}")
+        key = (split, label, name)
+        if key in found:
+            raise DataError(f"cifar10-images: {location} holds {split}/{CLASSES[label]}/{name} "
+                            "twice (in two folders); keep one copy of the layout")
+        found[key] = _decode(payload, f"{split}/{CLASSES[label]}/{name}")
     out = {}
     for split in ("train", "test"):
-        keys = sorted(k for k in found if k[0] == split)
+        keys = sorted((k for k in found if k[0] == split), key=lambda k: (k[1], _file_order(k[2])))
         if not keys:
             raise DataError(f"cifar10-images: {location} has no {split}/<class>/*.jpg images")
         out[f"{split}_x"] = np.stack([found[k] for k in keys])
         out[f"{split}_y"] = np.array([k[1] for k in keys], dtype=np.int64)
+        if split == "train":
+            out["train_names"] = np.array([k[2] for k in keys], dtype=str)
     return out
+
+
+def numbered_per_class(labels: np.ndarray, names: np.ndarray) -> bool:
+    """True when each class's files are named 0, 1, …, n_c − 1 (any zero padding, any image
+    extension) in this order: the numbering that lets the official order be rebuilt."""
+    for c in np.unique(labels):
+        stems = [n.rsplit(".", 1)[0] for n in names[labels == c]]
+        if not all(st.isdigit() for st in stems) or [int(st) for st in stems] != list(range(len(stems))):
+            return False
+    return True
 
 
 def _content_key(location: Path) -> str:
@@ -223,10 +255,12 @@ def read_decoded_cache(path: Path) -> dict[str, np.ndarray] | None:
     """The cached decoded arrays, or None if the file is absent, damaged or not such a cache."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in ("train_x", "train_y", "test_x", "test_y")}
+            arrays = {k: np.asarray(f[k]) for k in ("train_x", "train_y", "train_names", "test_x",
+                                                    "test_y")}
     except (OSError, ValueError, KeyError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error):
         return None
-    ok = all(arrays[f"{s}_x"].dtype == np.uint8 and arrays[f"{s}_x"].ndim == 4
+    ok = arrays["train_names"].dtype.kind == "U" and arrays["train_names"].shape == \
+        arrays["train_y"].shape and all(arrays[f"{s}_x"].dtype == np.uint8 and arrays[f"{s}_x"].ndim == 4
              and arrays[f"{s}_x"].shape[1:] == (32, 32, 3)
              and arrays[f"{s}_y"].dtype.kind in "iu"
              and arrays[f"{s}_y"].shape == arrays[f"{s}_x"].shape[:1] for s in ("train", "test"))
@@ -246,10 +280,12 @@ def load_cifar10_images(root: Path | None, cache: Path | None = None) -> SourceD
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
+    train_y = arrays["train_y"].astype(np.int64)
+    numbered = numbered_per_class(train_y, arrays["train_names"])
     return SourceData("cifar10-images",
-                      Labeled(standardise(arrays["train_x"]), arrays["train_y"].astype(np.int64)),
+                      Labeled(standardise(arrays["train_x"]), train_y),
                       Labeled(standardise(arrays["test_x"]), arrays["test_y"].astype(np.int64)),
-                      order="class-folder")
+                      order="class-folder" if numbered else "unnumbered")
 
 
 def official_order(folder_y: np.ndarray, clean_label: np.ndarray) -> np.ndarray:

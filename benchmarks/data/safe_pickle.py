@@ -28,6 +28,28 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset({
 })
 
 
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's array-rebuilding entry point, as pickles call it (an empty array whose state
+    follows), refusing any other shape: the shape is taken from the file, and an object array of
+    that shape would be allocated before the state is checked."""
+    import numpy as np
+
+    if subtype is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError("the file rebuilds an array in a way numpy's pickles never do")
+    return np.ndarray.__new__(np.ndarray, (0,), dtype=np.uint8)
+
+
+def _dtype(spec: Any, align: Any = False, copy: Any = False) -> Any:
+    """``numpy.dtype`` for numeric and byte/str dtypes only: an object dtype would let the array's
+    state hold arbitrary pickled objects."""
+    import numpy as np
+
+    dtype = np.dtype(spec, align=bool(align), copy=bool(copy))
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("the file holds an object array, which this format never holds")
+    return dtype
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that rebuilds containers, strings, numbers and numpy arrays only."""
 
@@ -35,6 +57,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in ALLOWED:
             raise pickle.UnpicklingError(f"the file names {module}.{name}, which this data format "
                                          "never holds; refusing to load it")
+        if name == "_reconstruct":
+            return _reconstruct
+        if name == "dtype":
+            return _dtype
         return super().find_class(module, name)
 
     def persistent_load(self, pid: Any) -> Any:

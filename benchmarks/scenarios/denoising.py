@@ -98,6 +98,9 @@ class DenoisingSettings(TrainSettings):
             raise ValueError("meta_per_class must be at least 1 and val_per_class at least 0")
         if self.n_train != -1 and self.n_train < 1:
             raise ValueError(f"n_train must be at least 1, or -1 for every example left, got {self.n_train}")
+        if self.depth < 8 or (self.depth - 2) % 6 or self.width < 1:
+            raise ValueError(f"the CIFAR ResNet needs depth = 6n + 2 (8, 14, 20, 32, ...) and width >= 1, "
+                             f"got depth={self.depth}, width={self.width}")
 
 
 def random_crop_flip(x: Tensor, generator: torch.Generator) -> Tensor:
@@ -172,10 +175,17 @@ class Denoising(Scenario):
                 raise ConfigError(f"noise={s.noise} is CIFAR-10N's human labels for CIFAR-10's "
                                   f"training images; use --source {' or '.join(CIFAR_SOURCES)}, or "
                                   "noise=symmetric|asymmetric")
+            if source.order not in ("official", "class-folder"):
+                raise DataError(f"{source.name}: the training files are not named 0 … n-1 within "
+                                "each class, so CIFAR-10's official order (which CIFAR-10N's labels "
+                                "follow) cannot be rebuilt; use the official batches (--source "
+                                "cifar10) or the numbered image folder")
             clean, human = load_cifar10n(source.root, s.noise.removeprefix("cifar10n-"))
             in_folder_order = source.order == "class-folder"
             rows = official_order(pool.y, clean) if in_folder_order else np.arange(len(pool))
-            if len(rows) != len(clean) or np.any(pool.y[rows] != clean):
+            # in class-folder order, official_order has checked the counts and the file numbering;
+            # in the official order, the source's own labels must be the clean ones
+            if len(rows) != len(clean) or (not in_folder_order and np.any(pool.y[rows] != clean)):
                 raise DataError(f"the CIFAR-10N clean labels disagree with {source.name}'s labels: "
                                 "they are not the same 50,000 training images in the same order")
             given = human
