@@ -134,12 +134,14 @@ def _tuned_dir(args: argparse.Namespace):
 
 
 def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, profile: str,
-           method_names: list[str], seeds: list[int], sets: list[str], out: str):
+           method_names: list[str], seeds: list[int], sets: list[str], out: str,
+           grid: list[str] | None = None):
     from .sweep import plan, run_sweep
     from .tuned import load_tuned
 
     methods, scenario, settings, hparams = _problem(args, scenario_name, method_names, sets)
-    setting_axes, hparam_axes = parse_grid(getattr(args, "grid", None) or [], scenario, methods)
+    grid = grid if grid is not None else getattr(args, "grid", None) or []
+    setting_axes, hparam_axes = parse_grid(grid, scenario, methods)
     clash = {k for k, _ in setting_axes} & set(settings)
     clash |= {f"{m}.{k}" for m, axes in hparam_axes.items() for k, _ in axes if k in hparams[m]}
     if clash:
@@ -184,47 +186,157 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    import time
     from pathlib import Path
 
     from .report import summarize_store, to_markdown
-    from .reproduce import references, select
+    from .reproduce import references, report_dir, select
     from .store import Store
 
-    chosen = select(references(), args.profile, _csv_list(args.only) if args.only else None)
+    started = time.perf_counter()
+    folder = Path(args.references) if args.references else None
+    if folder is not None and not folder.is_dir():
+        raise DpsBenchError(f"--references {folder}: not a directory of reference YAML files")
+    chosen = select(references(folder), args.profile, _csv_list(args.only) if args.only else None)
     if not chosen:
         raise DpsBenchError(f"no reference experiment has profile {args.profile!r}; "
                             "see `dps-bench reproduce --list`")
-    failed, skipped = 0, []
+    _announce(chosen, args)
+    failed, skipped, outs = 0, [], []
     for i, ref in enumerate(chosen, 1):
         out = str(Path(args.out) / (ref.out + ("-tuned" if args.settings == "tuned" else "")))
+        seeds = args.seeds or ref.seeds
         print(f"[{i}/{len(chosen)}] {ref.name}: {ref.scenario} on {ref.source}, profile "
-              f"{ref.profile}, {len(ref.methods)} methods x {len(ref.seeds)} seeds -> {out}")
+              f"{ref.profile}, {len(ref.methods)} methods x {len(seeds)} seeds"
+              + (f" x grid {' '.join(ref.grid)}" if ref.grid else "") + f" -> {out}")
         try:
-            result = _sweep(args, ref.scenario, ref.source, ref.profile, ref.methods, ref.seeds,
-                            ref.sets, out)
+            result = _sweep(args, ref.scenario, ref.source, ref.profile, ref.methods, seeds,
+                            ref.sets, out, grid=ref.grid)
         except DpsBenchError as e:  # e.g. real data absent: the other experiments still run
             skipped.append(f"{ref.name}: {e}")
             print(f"  skipped: {e}", file=sys.stderr)
             continue
         failed += len(result.failed)
+        outs.append(out)
         store = Store(out)
         summary = to_markdown(summarize_store(store))
         (Path(out) / "summary.md").write_text(summary + "\n")
         print(f"  summary: {out}/summary.md")
+    for ref in chosen:
+        out = str(Path(args.out) / (ref.out + ("-tuned" if args.settings == "tuned" else "")))
+        if ref.retrain_fractions and out in outs:
+            print(f"retrain {ref.name}: fractions {ref.retrain_fractions} of "
+                  f"{', '.join(ref.retrain_methods) or 'every method'}'s weights -> {out}/retrain")
+            failed += len(_retrain(args, out, ref.retrain_fractions, ref.retrain_methods).failed)
     if skipped:
         print(f"{len(skipped)} of {len(chosen)} reference experiments skipped:", file=sys.stderr)
         for line in skipped:
             print("  " + line, file=sys.stderr)
     if len(skipped) == len(chosen):
         return 2
+    if args.profile and not args.only:
+        to = Path(args.out) / report_dir(args.profile)
+        _write_report(list(dict.fromkeys(outs)), to, ["md", "csv", "tex", "html"], ["png"],
+                      _command())
+        _write_claims(list(dict.fromkeys(outs)), to.parent / "CLAIMS.md", _command())
+    print(f"reproduce: {time.perf_counter() - started:.0f} s wall in all")
     return 1 if failed else 0
 
 
+def _announce(chosen, args: argparse.Namespace) -> None:
+    """Before a long profile starts: the data, hardware and time each experiment needs."""
+    from .scenarios import get_scenario
+
+    for ref in chosen:
+        note = get_scenario(ref.scenario).profile_notes.get(ref.profile)
+        if note and ref.profile != "quick":
+            print(f"{ref.name}: {note}")
+
+
+def _command() -> str:
+    import shlex
+
+    return "dps-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _retrain(args: argparse.Namespace, out: str, fractions: list[float], methods: list[str]):
+    from .retrain import retrain
+
+    result = retrain(out, fractions, methods or None, data_dir=args.data_dir, device=args.device,
+                     jobs=_resolve_jobs(args), threads=args.threads, force=args.force,
+                     progress=None if not args.no_progress else False)
+    print(f"{result.ran} retraining runs done, {result.skipped} skipped (already complete), "
+          f"{len(result.failed)} failed; results in {out}/retrain/runs.csv")
+    for f in result.failed:
+        print("  " + f.strip().replace("\n", "\n    "), file=sys.stderr)
+    return result
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    fractions = []
+    for text in _csv_list(args.fractions):
+        try:
+            fractions.append(float(text.rstrip("%")) / (100 if text.endswith("%") else 1))
+        except ValueError:
+            raise DpsBenchError(f"--fractions {text!r} is not a number; e.g. 0.05,0.1,0.25,0.5 "
+                                "or 5%,10%") from None
+    methods = _csv_list(args.methods) if args.methods else []
+    result = _retrain(args, args.source_dir, fractions, methods)
+    return 1 if result.failed else 0
+
+
+def _write_report(dirs: list[str], to, formats: list[str], figure_formats: list[str],
+                  command: str, screenshot: bool = False) -> None:
+    from pathlib import Path
+
+    from .report.build import write_report
+
+    written = write_report(dirs, to, formats, figure_formats, command)
+    print(f"report: {written[0]}" + (f", {written[1]}" if len(written) > 1 and
+                                     written[1].name == "report.html" else "")
+          + f" ({len(written)} files)")
+    if screenshot:
+        from .report.browser import screenshot as shoot
+
+        html = Path(to) / "report.html"
+        if not html.exists():
+            raise DpsBenchError("--screenshot needs the html format (--format ...,html)")
+        try:
+            print(f"screenshot: {shoot(html, Path(to) / 'report.png', height=6000)}")
+        except RuntimeError as e:
+            raise DpsBenchError(str(e)) from None
+
+
+def _write_claims(dirs: list[str], to, command: str) -> None:
+    from pathlib import Path
+
+    from .report.build import collect
+    from .report.claims import check_claims, claims_markdown
+
+    text = claims_markdown(check_claims(collect(dirs)), command)
+    if to is None:
+        print(text)
+        return
+    Path(to).parent.mkdir(parents=True, exist_ok=True)
+    Path(to).write_text(text)
+    print(f"claims: {to}")
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    _write_claims(args.out, args.to, _command())
+    return 0
+
+
 def cmd_references(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .reproduce import references
 
-    for ref in references():
+    for ref in references(Path(args.references) if args.references else None):
         sets = f" set {', '.join(ref.sets)}" if ref.sets else ""
+        sets += f" grid {' '.join(ref.grid)}" if ref.grid else ""
+        sets += (f" retrain {ref.retrain_fractions} of {', '.join(ref.retrain_methods) or 'all'}"
+                 if ref.retrain_fractions else "")
         print(f"{ref.name}: {ref.scenario} / {ref.source} / profile {ref.profile}; "
               f"{', '.join(ref.methods)}; seeds {ref.seeds}{sets} -> {ref.out}")
     return 0
@@ -256,8 +368,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 1 if result.failed or result.untuned else 0
 
 
+REPORT_FORMATS = ("md", "csv", "tex", "html")
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def _formats(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    values = ["md" if v == "markdown" else v for v in _csv_list(text)]
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise DpsBenchError(f"{option} {text!r}: choose from {', '.join(allowed)} (comma-separated)")
+    return values
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
+
+    if args.to:
+        formats = _formats(args.format or "md,csv,tex,html", REPORT_FORMATS, "--format")
+        figure_formats = _formats(args.figures, FIGURE_FORMATS, "--figures")
+        dirs = [o.partition("=")[2] if "=" in o and "/" not in o.partition("=")[0] else o
+                for o in args.out]
+        _write_report(dirs, args.to, formats, figure_formats, _command(), args.screenshot)
+        return 0
+    if args.format not in (None, "markdown", "md", "csv"):
+        raise DpsBenchError(f"--format {args.format!r} without --to: the table prints as md "
+                            "(markdown) or csv; the other formats need --to REPORT_DIR")
 
     from .report import side_by_side, summarize_store, to_markdown
     from .store import Store
@@ -301,7 +436,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise DpsBenchError(f"--columns: no column {', '.join(missing)} in this report; "
                                 f"columns: {', '.join(map(str, table.columns))}")
         table = table[wanted]
-    text = table.to_csv(index=False) if args.format == "csv" else to_markdown(table)
+    text = table.to_csv(index=False) if args.format == "csv" else to_markdown(table)  # md
     print(text)
     return 0
 
@@ -576,7 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick",
                    help="quick (default: the offline references; a quick reference on real data "
                         "runs when named with --only), paper, or cifar-cpu")
-    p.add_argument("--only", help="comma-separated reference names (see --list)")
+    p.add_argument("--only", help="comma-separated reference names (see --list); with --only, "
+                                  "no profile report is written")
+    p.add_argument("--seeds", type=_seeds, help="override every experiment's seeds (e.g. 0-4)")
+    p.add_argument("--references", help="a folder of reference YAML files to run instead of the "
+                                        "suite's (benchmarks/configs/reference)")
     p.add_argument("--list", action="store_true", help="list the reference experiments and exit")
     p.add_argument("--out", default="runs", type=_directory,
                    help="results root (default: runs/); each experiment writes to OUT/<its out>")
@@ -598,7 +737,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with several --out: one row per method and Dm size, one column group "
                         "per directory (final mean ± std (n), selected, degenerate runs), e.g. "
                         "--out paper=results/a --out tuned=results/a-tuned")
-    p.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    p.add_argument("--to", metavar="REPORT_DIR",
+                   help="write the whole report here: REPORT.md, report.html (one self-contained "
+                        "page, sortable tables), tables/<name>.{md,csv,tex}, figures/ (cost, "
+                        "curves, meta-set size, weights, retraining, sensitivity), the "
+                        "leaderboard over every directory given. Without --to: print one table")
+    p.add_argument("--format", default=None,
+                   help="with --to: comma-separated md,csv,tex,html (default all); without: md "
+                        "(markdown, default) or csv for the printed table")
+    p.add_argument("--figures", default="png",
+                   help="with --to: figure formats, comma-separated png,pdf,svg (default png)")
+    p.add_argument("--screenshot", action="store_true",
+                   help="with --to: also save report.png, report.html as headless Chromium "
+                        "renders it (needs chromium: apt-get install chromium)")
     p.add_argument("--columns", help="only these columns, in this order (comma-separated, "
                                      "e.g. method,params,final_mean,selection)")
     p.add_argument("--methods", help="only the rows of these methods (comma-separated)")
@@ -610,6 +761,42 @@ def build_parser() -> argparse.ArgumentParser:
                         "controls on: test (default; the final test metric) or val (the "
                         "validation score, to choose settings without reading the test split)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "retrain", help="retrain fresh models on each method's top-weighted points and on random "
+                        "ones (point addition); resumable",
+        description="For every ok run with weights in --from DIR and each fraction f: train a "
+                    "fresh train_only model (same scenario, settings, seed) on only the "
+                    "⌊f·N_t⌋ points of Dt with the highest final weights, and once per setting "
+                    "and seed on as many random points. Writes DIR/retrain/ (a store: rerun to "
+                    "resume); `dps-bench report --to` reads it.",
+        epilog="example:\n  dps-bench retrain --from results/reference/quick/balancing "
+               "--fractions 0.05,0.25,0.5 --methods bads,blo",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--from", dest="source_dir", required=True, type=_directory,
+                   help="results directory whose runs' weights to retrain on")
+    p.add_argument("--fractions", default="0.05,0.1,0.25,0.5",
+                   help="fractions of Dt to keep, comma-separated, in (0, 1] or as 5%% "
+                        "(default 0.05,0.1,0.25,0.5)")
+    p.add_argument("--methods", help="only the runs of these methods (default: every method "
+                                     "with weights)")
+    p.add_argument("--data-dir", help="directory holding <source>/ data files "
+                                      "(default: $DPS_DATA_DIR)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    _machine_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="rerun retraining runs already complete")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser(
+        "claims", help="check the paper's claims against results directories (CLAIMS.md)",
+        description="For each claim the paper makes in words (cost, meta-set size, label noise, "
+                    "the weights), what the given results show, a verdict, and the directories "
+                    "it drew on. Nothing is rerun.")
+    p.add_argument("--out", required=True, action="append", type=_directory,
+                   help="results directory; repeat for several")
+    p.add_argument("--to", help="write the table to this file (default: print it)")
+    p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser(
         "verify", help="rerun a sample of a results directory's runs and compare with the stored "

@@ -1,9 +1,13 @@
 """Reference experiments: one YAML file per block of a paper table or figure, run by name.
 
 Each file under ``benchmarks/configs/reference/`` names a scenario, source, profile, methods,
-seeds, optional ``set`` overrides (as ``--set`` takes them) and the results sub-directory ``out``.
-``dps-bench reproduce`` runs every reference experiment of a profile through the same resumable
-sweep as ``run`` and writes each directory's ``summary.md``.
+seeds, optional ``named_only: true`` (run only when named with ``--only``), optional ``set``
+overrides (as ``--set`` takes them), an optional ``grid`` (a list of
+``KEY=V1,V2,...`` items, as ``--grid`` takes them: the meta-set-size and β/σ sweeps), an optional
+``retrain`` ({fractions: [...], methods: [...]}: ``dps-bench retrain`` on the directory once its
+runs are done) and the results sub-directory ``out``. ``dps-bench reproduce`` runs every
+reference experiment of a profile through the same resumable sweep as ``run``, writes each
+directory's ``summary.md``, then the profile's report and claims (``report_dir``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import yaml
 from .errors import ConfigError
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "configs" / "reference"
-KEYS = {"scenario", "source", "profile", "methods", "seeds", "set", "out"}
+KEYS = {"scenario", "source", "profile", "methods", "seeds", "set", "grid", "retrain", "out",
+        "named_only"}
+OPTIONAL = {"set", "grid", "retrain", "named_only"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,10 @@ class Reference:
     seeds: list[int]
     out: str
     sets: list[str] = field(default_factory=list)  # "key=value" items, as --set takes them
+    grid: list[str] = field(default_factory=list)  # "KEY=V1,V2" items, as --grid takes them
+    retrain_fractions: list[float] = field(default_factory=list)
+    retrain_methods: list[str] = field(default_factory=list)
+    named_only: bool = False  # runs only when named with --only (not part of its profile's suite)
 
 
 def load_reference(path: Path) -> Reference:
@@ -43,7 +53,7 @@ def load_reference(path: Path) -> Reference:
     if not isinstance(raw, dict):
         raise ConfigError(f"reference config {path}: expected a mapping of {sorted(KEYS)}")
     unknown = set(raw) - KEYS
-    missing = KEYS - {"set"} - set(raw)
+    missing = KEYS - OPTIONAL - set(raw)
     if unknown or missing:
         raise ConfigError(f"reference config {path}: unknown keys {sorted(unknown)}, missing keys "
                           f"{sorted(missing)}; allowed: {sorted(KEYS)}")
@@ -59,6 +69,19 @@ def load_reference(path: Path) -> Reference:
         raise ConfigError(f"reference config {path}: seeds must be whole numbers")
     if not all(isinstance(k, str) for k in sets):
         raise ConfigError(f"reference config {path}: set's keys must be names")
+    grid = raw.get("grid") or []
+    if not isinstance(grid, list) or not all(isinstance(g, str) and "=" in g for g in grid):
+        raise ConfigError(f"reference config {path}: grid must be a list of 'KEY=V1,V2,...' "
+                          "strings (e.g. meta_per_class=5,10,25,50)")
+    retrain = raw.get("retrain") or {}
+    if not isinstance(retrain, dict) or set(retrain) - {"fractions", "methods"} or (
+            retrain and not isinstance(retrain.get("fractions"), list)):
+        raise ConfigError(f"reference config {path}: retrain must be a mapping with a list "
+                          "'fractions' and optionally a list 'methods'")
+    fractions = retrain.get("fractions") or []
+    if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1
+               for f in fractions):
+        raise ConfigError(f"reference config {path}: retrain fractions must lie in (0, 1]")
     out = PurePosixPath(texts["out"])
     if out.is_absolute() or ".." in out.parts or "\\" in texts["out"]:
         raise ConfigError(f"reference config {path}: out {texts['out']!r} must be a relative path "
@@ -67,7 +90,16 @@ def load_reference(path: Path) -> Reference:
                      profile=texts["profile"], methods=[str(m) for m in raw["methods"]],
                      seeds=list(raw["seeds"]), out=texts["out"],
                      sets=[f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
-                           for k, v in sets.items()])
+                           for k, v in sets.items()],
+                     grid=list(grid), retrain_fractions=[float(f) for f in fractions],
+                     retrain_methods=[str(m) for m in retrain.get("methods") or []],
+                     named_only=raw.get("named_only") is True)
+
+
+def report_dir(profile: str) -> PurePosixPath:
+    """Where ``reproduce --profile PROFILE`` writes the profile's report, under its results
+    root: ``reference/<profile>/report``."""
+    return PurePosixPath("reference") / profile / "report"
 
 
 def references(folder: Path | None = None) -> list[Reference]:
@@ -86,6 +118,8 @@ def select(refs: list[Reference], profile: str | None, names: list[str] | None) 
             raise ConfigError(f"unknown reference experiment(s) {', '.join(bad)}; available: "
                               f"{', '.join(sorted(known))}")
         refs = [r for r in refs if r.name in names]
+    else:
+        refs = [r for r in refs if not r.named_only]
     chosen = [r for r in refs if profile is None or r.profile == profile]
     if profile == "quick" and not names:
         from .data import OFFLINE

@@ -216,9 +216,12 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
 
 def _train(todo: list[RunSpec], context: RunContext, jobs: int, threads: int,
            disable: bool | None, failed: list[str], elsewhere: list[str],
-           diverged: list[str]) -> None:
+           diverged: list[str], worker=None) -> None:
     """Train ``todo``: in this process (``jobs`` 1, a progress bar over steps) or in ``jobs``
-    worker processes (a bar over runs)."""
+    worker processes (a bar over runs). ``worker(task, context, advance)`` trains one task and
+    returns (line, error) (default ``_run_one``; ``retrain`` passes its own); a task has
+    ``run_id``, ``method``, ``seed`` and ``settings["steps"]``."""
+    worker = worker or _run_one
     if jobs == 1:
         torch.set_num_threads(threads)
         total_steps = sum(s.settings["steps"] for s in todo)
@@ -227,21 +230,22 @@ def _train(todo: list[RunSpec], context: RunContext, jobs: int, threads: int,
         try:
             for i, spec in enumerate(todo, 1):
                 bar.set_postfix_str(f"{spec.method} seed={spec.seed}")
-                line, error = _run_one(spec, context, bar.update)
+                line, error = worker(spec, context, bar.update)
                 _report(i, len(todo), spec, line, error, failed, elsewhere, diverged)
         finally:
             bar.close()
     else:
         bar = tqdm(total=len(todo), unit="run", disable=disable, dynamic_ncols=True, desc="sweep")
         try:
-            _run_parallel(todo, context, jobs, threads, bar, failed, elsewhere, diverged)
+            _run_parallel(todo, context, jobs, threads, bar, failed, elsewhere, diverged,
+                          worker=worker)
         finally:
             bar.close()
 
 
 def _run_parallel(todo: list[RunSpec], context: RunContext, jobs: int, threads: int, bar,
                   failed: list[str], elsewhere: list[str], diverged: list[str],
-                  restarts: int = 2) -> None:
+                  restarts: int = 2, worker=None) -> None:
     """Run ``todo`` in ``jobs`` worker processes. A worker that dies (killed, out of memory)
     breaks the pool: it is started afresh, up to ``restarts`` times, for the runs not yet done.
     Ctrl-C or SIGTERM stops the workers at once (their leases end with them) and re-raises."""
@@ -250,7 +254,7 @@ def _run_parallel(todo: list[RunSpec], context: RunContext, jobs: int, threads: 
     for attempt in range(restarts + 1):
         pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                                    initargs=(threads, os.getpid()))
-        futures = {pool.submit(_run_one, spec, context, None): spec for spec in pending}
+        futures = {pool.submit(worker or _run_one, spec, context, None): spec for spec in pending}
         broken = False
         try:
             for future in as_completed(futures):
