@@ -237,7 +237,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.profile and not args.only:
         to = Path(args.out) / report_dir(args.profile)
         _write_report(list(dict.fromkeys(outs)), to, ["md", "csv", "tex", "html"], ["png"],
-                      _command())
+                      _command(), args.screenshot)
         _write_claims(list(dict.fromkeys(outs)), to.parent / "CLAIMS.md", _command())
     print(f"reproduce: {time.perf_counter() - started:.0f} s wall in all")
     return 1 if failed else 0
@@ -248,9 +248,9 @@ def _announce(chosen, args: argparse.Namespace) -> None:
     from .scenarios import get_scenario
 
     for ref in chosen:
-        note = get_scenario(ref.scenario).profile_notes.get(ref.profile)
+        note = ref.needs or get_scenario(ref.scenario).profile_notes.get(ref.profile)
         if note and ref.profile != "quick":
-            print(f"{ref.name}: {note}")
+            print(f"{ref.name} needs: {note}")
 
 
 def _command() -> str:
@@ -716,6 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seeds, help="override every experiment's seeds (e.g. 0-4)")
     p.add_argument("--references", help="a folder of reference YAML files to run instead of the "
                                         "suite's (benchmarks/configs/reference)")
+    p.add_argument("--screenshot", action="store_true",
+                   help="also save the profile report as headless Chromium renders it "
+                        "(report.png; needs chromium)")
     p.add_argument("--list", action="store_true", help="list the reference experiments and exit")
     p.add_argument("--out", default="runs", type=_directory,
                    help="results root (default: runs/); each experiment writes to OUT/<its out>")

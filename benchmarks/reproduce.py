@@ -1,7 +1,8 @@
 """Reference experiments: one YAML file per block of a paper table or figure, run by name.
 
 Each file under ``benchmarks/configs/reference/`` names a scenario, source, profile, methods,
-seeds, optional ``named_only: true`` (run only when named with ``--only``), optional ``set``
+seeds, optional ``named_only: true`` (run only when named with ``--only``), ``needs`` (the data,
+hardware and time it needs: printed before it starts), optional ``set``
 overrides (as ``--set`` takes them), an optional ``grid`` (a list of
 ``KEY=V1,V2,...`` items, as ``--grid`` takes them: the meta-set-size and β/σ sweeps), an optional
 ``retrain`` ({fractions: [...], methods: [...]}: ``dps-bench retrain`` on the directory once its
@@ -22,8 +23,8 @@ from .errors import ConfigError
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "configs" / "reference"
 KEYS = {"scenario", "source", "profile", "methods", "seeds", "set", "grid", "retrain", "out",
-        "named_only"}
-OPTIONAL = {"set", "grid", "retrain", "named_only"}
+        "named_only", "needs"}
+OPTIONAL = {"set", "grid", "retrain", "named_only", "needs"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Reference:
     retrain_fractions: list[float] = field(default_factory=list)
     retrain_methods: list[str] = field(default_factory=list)
     named_only: bool = False  # runs only when named with --only (not part of its profile's suite)
+    needs: str = ""  # the data, hardware and time it needs, printed before it starts
 
 
 def load_reference(path: Path) -> Reference:
@@ -93,7 +95,7 @@ def load_reference(path: Path) -> Reference:
                            for k, v in sets.items()],
                      grid=list(grid), retrain_fractions=[float(f) for f in fractions],
                      retrain_methods=[str(m) for m in retrain.get("methods") or []],
-                     named_only=raw.get("named_only") is True)
+                     named_only=raw.get("named_only") is True, needs=str(raw.get("needs") or ""))
 
 
 def report_dir(profile: str) -> PurePosixPath:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .style import GROUP_COLOURS, GROUP_HATCHES, method_style, new_figure
+from .style import GROUP_COLOURS, GROUP_HATCHES, method_style, new_figure, plain_log_axis
 
 
 def _legend(fig, axes) -> None:
@@ -42,7 +42,7 @@ def cost_figure(table: pd.DataFrame, metric: str, title: str):
     ax_m.set_xlabel("peak memory per step (MB)")
     for ax in (ax_t, ax_m):
         ax.set_ylabel(f"final test {metric}")
-        ax.set_xscale("log")
+        plain_log_axis(ax)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     _legend(fig, [ax_t])
@@ -89,10 +89,7 @@ def meta_size_figure(table: pd.DataFrame, metric: str, title: str):
         st = method_style(method)
         ax.errorbar(rows["meta_per_class"], rows["final_mean"], yerr=rows["final_std"].fillna(0),
                     capsize=2, label=method, **st)
-    ax.set_xscale("log")
-    sizes = sorted(table["meta_per_class"].unique())
-    ax.set_xticks(sizes, [str(int(s)) for s in sizes])
-    ax.minorticks_off()
+    plain_log_axis(ax, ticks=table["meta_per_class"].astype(float))
     ax.set_xlabel("meta examples per class (|Dm| / classes)")
     ax.set_ylabel(f"final test {metric}")
     ax.grid(alpha=0.3)
@@ -197,7 +194,9 @@ def retrain_figure(table: pd.DataFrame, metric: str, title: str):
     ``table``: setting, method, fraction, final_mean, final_std."""
     if table.empty:
         return None
-    settings = list(dict.fromkeys(table["setting"]))
+    from .build import natural
+
+    settings = sorted(dict.fromkeys(table["setting"]), key=natural)
     fig, axes = new_figure(len(settings), width=4.4, height=3.3)
     for ax, setting in zip(axes, settings, strict=True):
         part = table[table["setting"] == setting]
@@ -205,7 +204,7 @@ def retrain_figure(table: pd.DataFrame, metric: str, title: str):
             rows = rows.sort_values("fraction")
             ax.errorbar(rows["fraction"] * 100, rows["final_mean"], yerr=rows["final_std"].fillna(0),
                         capsize=2, label=method, **method_style(method))
-        ax.set_xscale("log")
+        plain_log_axis(ax, ticks=part["fraction"] * 100)
         ax.set_xlabel("% of Dt kept (highest weights)")
         ax.set_ylabel(f"test {metric}, retrained")
         ax.set_title(setting, fontsize=9)
@@ -231,7 +230,7 @@ def sensitivity_figure(table: pd.DataFrame, metric: str, title: str):
             default = rows[rows["default"]]
             ax.scatter(default["value"], default["final_mean"], s=140, facecolors="none",
                        edgecolors=st["color"], linewidths=1.2, label="default")
-        ax.set_xscale("log")
+        plain_log_axis(ax, ticks=table.loc[table["param"] == param, "value"])
         ax.set_xlabel(param)
         ax.set_ylabel(f"final test {metric}")
         ax.grid(alpha=0.3)

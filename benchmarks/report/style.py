@@ -38,6 +38,19 @@ def method_style(method: str) -> dict:
             "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]}
 
 
+def plain_log_axis(ax, which: str = "x", ticks=None) -> None:
+    """A log axis labelled with plain numbers (``0.5``, ``2``, ``10``), not ``2×10⁰``;
+    ``ticks`` sets the labelled values (e.g. the swept ones)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    if ticks is not None:
+        axis.set_major_locator(FixedLocator(sorted(set(ticks))))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def new_figure(panels: int, width: float = 4.2, height: float = 3.2, columns: int | None = None):
     """(figure, flat list of axes) for ``panels`` panels in a grid."""
     columns = columns or min(panels, 3)
