@@ -302,7 +302,8 @@ def _write_report(dirs: list[str], to, formats: list[str], figure_formats: list[
         if not html.exists():
             raise DpsBenchError("--screenshot needs the html format (--format ...,html)")
         try:
-            print(f"screenshot: {shoot(html, Path(to) / 'report.png', height=6000)}")
+            shoot(html, Path(to) / 'report.png', height=6000)
+            print(f"screenshot: {Path(to) / 'report.png'}")
         except RuntimeError as e:
             raise DpsBenchError(str(e)) from None
 

@@ -237,3 +237,44 @@ def test_bad_report_and_retrain_input_is_a_clear_error(tmp_path, capsys, argv, m
             .replace("REP", str(tmp_path / "rep")) for a in argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+_PROBE = """<script>
+window.addEventListener("load", function () {
+  var out = {images: Array.prototype.map.call(document.images, function (i) {
+               return {alt: i.alt, ok: i.complete && i.naturalWidth > 0}; }),
+             rows: Array.prototype.map.call(document.querySelectorAll("table.report-table"),
+               function (t) { return t.tBodies[0].rows.length; })};
+  var pre = document.createElement("pre"); pre.id = "probe";
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+});
+</script>"""
+
+
+def test_report_html_of_a_store_renders_every_table_and_figure_in_a_browser(tmp_path):
+    import html
+    import os
+    import re
+
+    from benchmarks.report.browser import dump_dom, find_browser
+    from benchmarks.report.build import ReportBuilder
+
+    if find_browser() is None:
+        reason = "no Chromium found (set DPS_BROWSER or `apt-get install chromium`)"
+        if os.environ.get("DPS_REQUIRE_BROWSER", "") not in ("", "0"):
+            pytest.fail(f"DPS_REQUIRE_BROWSER is set but {reason}")
+        pytest.skip(reason)
+    write_store(tmp_path / "bal")
+    out = tmp_path / "report"
+    write_report([str(tmp_path / "bal")], out, ["html"], ["png"])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page
+    probe = out / "probe.html"
+    probe.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dump_dom(probe), re.S)
+    assert found, "the probe did not run"
+    seen = json.loads(html.unescape(found.group(1)))
+    doc = ReportBuilder(collect([str(tmp_path / "bal")]), tmp_path / "again", ["png"]).document()
+    assert len(seen["images"]) == len(doc.figures()) >= 6
+    assert all(i["ok"] for i in seen["images"]), seen["images"]
+    assert seen["rows"] == [len(t.frame) for t in doc.tables()]

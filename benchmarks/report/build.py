@@ -272,7 +272,7 @@ class ReportBuilder:
 
     def final_table(self, main: pd.DataFrame, scenario: str, metric: str) -> Table:
         settings = sorted(dict.fromkeys(main["setting"]), key=natural)
-        labels = list(dict.fromkeys(main["label"]))
+        labels = list(dict.fromkeys(in_registry_order(main)["label"]))
         frame = pd.DataFrame({"method": labels})
         best: set[tuple[int, str]] = set()
         ranks = pd.DataFrame(index=labels, columns=settings, dtype=float)
@@ -295,7 +295,9 @@ class ReportBuilder:
             lambda v: ", ".join(f"{s}" for s in v))
         frame["beats its controls"] = [verdicts.get(m, "") for m in labels]
         caption = (f"Final test {metric} (last iterate), mean ± std over seeds [95% interval] "
-                   "(n seeds) #rank in the column. 'degenerate weights': runs whose final weights "
+                   "(n seeds) #rank in the column; mean rank: over the columns the method ran "
+                   "in (the leaderboard compares across blocks). 'degenerate weights': runs "
+                   "whose final weights "
                    "collapsed or went uniform. 'beats its controls': the paired comparison with "
                    "the same method with selection switched off (yes / NO / unresolved; "
                    "`benchmarks/report/controls.py`), per setting.")
@@ -304,6 +306,7 @@ class ReportBuilder:
     def cost_section(self, main: pd.DataFrame, scenario: str, metric: str,
                      runs: pd.DataFrame) -> Section:
         rows = []
+        main = in_registry_order(main, by_setting=True)
         for r in main.itertuples(index=False):
             rows.append({"setting": r.setting, "method": r.label,
                          "time per step (ms)": _fmt(r.time_ms, 2), "time ×train_only": _fmt(r.time_x, 2),
@@ -407,7 +410,8 @@ class ReportBuilder:
         q = quality_of_runs(main, self.c.weights, _scenario_beta)
         if q.empty:
             return None
-        q = in_registry_order(q.merge(main[["run_id", "method", "setting"]], on="run_id"))
+        q = in_registry_order(q.merge(main[["run_id", "method", "setting"]], on="run_id"),
+                              by_setting=True)
         rows = []
         for (setting, method), part in q.groupby(["setting", "method"], sort=False):
             rows.append({"setting": setting, "method": method,
@@ -445,7 +449,7 @@ class ReportBuilder:
         r["setting"] = [label_of.get(_setting_key(row), f"{row.source} · {row.profile}")
                         for row in r.itertuples(index=False)]
         r["method"] = r["source_method"]
-        r = in_registry_order(r)
+        r = in_registry_order(r, by_setting=True)
         table = (r.groupby(["setting", "method", "fraction"], sort=False)
                  .agg(final_mean=("final_metric", "mean"), final_std=("final_metric", "std"),
                       n=("final_metric", "count"), share=("favoured_share", "mean"))
@@ -559,13 +563,19 @@ class ReportBuilder:
         return Table("leaderboard", "Leaderboard", frame, caption, best)
 
 
-def in_registry_order(frame: pd.DataFrame, column: str = "method") -> pd.DataFrame:
-    """``frame`` sorted (stably) by the registry's order of ``column``'s methods."""
+def in_registry_order(frame: pd.DataFrame, column: str = "method", by_setting: bool = False
+                      ) -> pd.DataFrame:
+    """``frame`` sorted (stably) by the registry's order of ``column``'s methods (``random``,
+    the retraining baseline, last); with ``by_setting``, by setting first (numbers as numbers)."""
     from methods import list_methods
 
     rank = {m: i for i, m in enumerate(list_methods())}
     key = frame[column].map(lambda m: rank.get(m, len(rank)))
-    return frame.assign(_rank=key).sort_values("_rank", kind="stable").drop(columns="_rank")
+    frame = frame.assign(_rank=key).sort_values("_rank", kind="stable").drop(columns="_rank")
+    if by_setting:
+        order = {s: i for i, s in enumerate(sorted(dict.fromkeys(frame["setting"]), key=natural))}
+        frame = frame.sort_values("setting", key=lambda c: c.map(order), kind="stable")
+    return frame
 
 
 def _setting_key(row) -> str:

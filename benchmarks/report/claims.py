@@ -162,13 +162,16 @@ def claim_noise(runs: pd.DataFrame) -> Finding:
 
 
 def claim_weights(runs: pd.DataFrame, collected: Collected) -> Finding:
+    """BADS's final weights separate the favoured group (AUROC above ½, its interval too); the
+    prior-only control's AUROC is shown beside it, since a weight network can separate the
+    groups through the prior alone (``controls.py``)."""
     lines, results, folders = [], [], set()
-    bads = runs[(runs["method"] == "bads") & (runs["status"] == "ok")]
-    q = quality_of_runs(bads, collected.weights)
+    family = runs[runs["method"].isin(["bads", "bads_prior_only"]) & (runs["status"] == "ok")]
+    q = quality_of_runs(family, collected.weights)
     if not q.empty:
-        q = q.merge(bads[["run_id", "scenario", "setting", "folder"]], on="run_id")
+        q = q.merge(family[["run_id", "method", "scenario", "setting", "folder"]], on="run_id")
         for (scenario, setting), part in q.groupby(["scenario", "setting"], sort=False):
-            values = part["auroc"].dropna().to_numpy()
+            values = part.loc[part["method"] == "bads", "auroc"].dropna().to_numpy()
             if not len(values):
                 continue
             low, high = mean_ci(values)
@@ -176,12 +179,17 @@ def claim_weights(runs: pd.DataFrame, collected: Collected) -> Finding:
             results.append(bool(ok))
             folders |= set(part["folder"])
             ci = f" [{low:.3f}, {high:.3f}]" if not np.isnan(low) else ""
+            control = part.loc[part["method"] == "bads_prior_only", "auroc"].dropna()
+            beside = (f"; bads_prior_only (no data term) {control.mean():.3f}" if len(control)
+                      else "")
             lines.append(f"{scenario} {setting}: AUROC {values.mean():.3f}{ci} for "
-                         f"{part['favoured'].iloc[0]} (n={len(values)})")
+                         f"{part['favoured'].iloc[0]} (n={len(values)}){beside}")
     return Finding("BADS's weights favour the useful points (minority / clean / target)",
                    "Sec. 5, weight plots (Figs. 4-6)",
                    "; ".join(lines) or "no BADS run with stored weights here",
-                   _verdict(results) + (" (AUROC > 0.5, interval above 0.5)" if results else ""),
+                   _verdict(results) + (" (AUROC > 0.5, interval above 0.5; where the "
+                                        "prior-only control matches it, the separation does "
+                                        "not come from the data term)" if results else ""),
                    sorted(folders))
 
 
