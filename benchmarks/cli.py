@@ -227,7 +227,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if ref.retrain_fractions and out in outs:
             print(f"retrain {ref.name}: fractions {ref.retrain_fractions} of "
                   f"{', '.join(ref.retrain_methods) or 'every method'}'s weights -> {out}/retrain")
-            failed += len(_retrain(args, out, ref.retrain_fractions, ref.retrain_methods).failed)
+            try:
+                failed += len(_retrain(args, out, ref.retrain_fractions,
+                                       ref.retrain_methods).failed)
+            except DpsBenchError as e:  # e.g. every run of a listed method diverged
+                failed += 1
+                print(f"  retrain of {ref.name} not run: {e}", file=sys.stderr)
     if skipped:
         print(f"{len(skipped)} of {len(chosen)} reference experiments skipped:", file=sys.stderr)
         for line in skipped:
@@ -235,7 +240,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if len(skipped) == len(chosen):
         return 2
     if args.profile and not args.only:
-        to = Path(args.out) / report_dir(args.profile)
+        to = Path(args.out) / report_dir(args.profile, args.settings == "tuned")
         _write_report(list(dict.fromkeys(outs)), to, ["md", "csv", "tex", "html"], ["png"],
                       _command(), args.screenshot)
         _write_claims(list(dict.fromkeys(outs)), to.parent / "CLAIMS.md", _command())
@@ -385,6 +390,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
     if args.to:
+        ignored = [o for o, v in (("--side-by-side", args.side_by_side), ("--columns", args.columns),
+                                  ("--methods", args.methods)) if v]
+        if ignored:
+            raise DpsBenchError(f"{', '.join(ignored)} shape the printed table; with --to the "
+                                "whole report is written: drop them, or drop --to")
         formats = _formats(args.format or "md,csv,tex,html", REPORT_FORMATS, "--format")
         figure_formats = _formats(args.figures, FIGURE_FORMATS, "--figures")
         dirs = [o.partition("=")[2] if "=" in o and "/" not in o.partition("=")[0] else o

@@ -81,6 +81,11 @@ def load_reference(path: Path) -> Reference:
         raise ConfigError(f"reference config {path}: retrain must be a mapping with a list "
                           "'fractions' and optionally a list 'methods'")
     fractions = retrain.get("fractions") or []
+    retrain_methods = retrain.get("methods") or []
+    if not isinstance(retrain_methods, list) or not all(
+            isinstance(m, str) and m in raw["methods"] for m in retrain_methods):
+        raise ConfigError(f"reference config {path}: retrain methods must be a list of names "
+                          f"among its methods {raw['methods']}")
     if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1
                for f in fractions):
         raise ConfigError(f"reference config {path}: retrain fractions must lie in (0, 1]")
@@ -94,14 +99,15 @@ def load_reference(path: Path) -> Reference:
                      sets=[f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
                            for k, v in sets.items()],
                      grid=list(grid), retrain_fractions=[float(f) for f in fractions],
-                     retrain_methods=[str(m) for m in retrain.get("methods") or []],
+                     retrain_methods=list(retrain_methods),
                      named_only=raw.get("named_only") is True, needs=str(raw.get("needs") or ""))
 
 
-def report_dir(profile: str) -> PurePosixPath:
+def report_dir(profile: str, tuned: bool = False) -> PurePosixPath:
     """Where ``reproduce --profile PROFILE`` writes the profile's report, under its results
-    root: ``reference/<profile>/report``."""
-    return PurePosixPath("reference") / profile / "report"
+    root: ``reference/<profile>/report`` (``reference/<profile>-tuned/report`` with
+    ``--settings tuned``)."""
+    return PurePosixPath("reference") / (profile + ("-tuned" if tuned else "")) / "report"
 
 
 def references(folder: Path | None = None) -> list[Reference]:

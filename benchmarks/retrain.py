@@ -70,10 +70,13 @@ class RetrainTask:
     source_run_id: str | None
     source_method: str
     indices: tuple[int, ...]
+    weights_sha: str = ""  # of the source run's weights file: a rerun source is retrained anew
 
     @property
     def run_id(self) -> str:
         key = ["retrain", self.spec.to_json(), self.fraction, self.source_run_id or RANDOM]
+        if self.weights_sha:
+            key.append(self.weights_sha)
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
     @property
@@ -133,12 +136,18 @@ def plan_retrain(source_dir: str | Path, fractions: list[float], methods: list[s
         config.pop("suite_version", None)
         spec = RunSpec(**{**config, "method": "train_only", "hparams": {}})
         weights = store.weights(str(r.run_id))
+        sha = hashlib.sha256((Path(source_dir) / "weights" / f"{r.run_id}.csv").read_bytes()
+                              ).hexdigest()[:16]
         order = ranking(weights, derive_seed(r.run_id, "retrain-ties"))
         n = len(order)
+        empty = [f for f in fractions if math.floor(f * n + 1e-9) < 1]
+        if empty:
+            raise ConfigError(f"--fractions {', '.join(f'{f:g}' for f in empty)} keep no point of "
+                              f"Dt's {n} (⌊f·N_t⌋ = 0); use at least {1 / n:.2g}")
         random_order = np.random.default_rng(derive_seed(spec.run_id, "retrain-random")).permutation(n)
         for f in fractions:
             tasks.append(RetrainTask(spec, float(f), str(r.run_id), r.method,
-                                     tuple(int(i) for i in order)))
+                                     tuple(int(i) for i in order), sha))
             base = RetrainTask(spec, float(f), None, RANDOM, tuple(int(i) for i in random_order))
             baselines.setdefault(base.run_id, base)
     return sorted(tasks + list(baselines.values()),
@@ -192,10 +201,12 @@ def retrain_one(task: RetrainTask, context: RunContext, advance) -> tuple[str, s
         scenario = get_scenario(spec.scenario)
         data = scenario_data(spec, context.data_dir)
         chosen = task.selected()
-        if len(chosen) == 0:
-            return "ERROR no point selected", f"{task.method} seed={task.seed}: fraction keeps 0 points"
-        idx = torch.from_numpy(chosen)
         train = data.train
+        if len(task.indices) != len(train):
+            return ("ERROR data differ", f"{task.method} seed={task.seed}: the weights cover "
+                    f"{len(task.indices)} points but the rebuilt Dt has {len(train)} (different "
+                    "data files or --data-dir than the source run's?)")
+        idx = torch.from_numpy(chosen)
         subset = dataclasses.replace(data, train=Split(train.x[idx], train.y[idx], train.group[idx]))
         groups = pd.Series(np.asarray(data.group_names)[train.group.numpy()])
         favoured = favoured_group(groups)
@@ -224,3 +235,4 @@ def retrain_one(task: RetrainTask, context: RunContext, advance) -> tuple[str, s
                 f"{len(chosen)} points ({share:.0%} {favoured})", None)
     finally:
         renewing.stop()
+        store.release(task.run_id)

@@ -40,10 +40,11 @@ from .backfill import fill_weights_status
 from .document import Document, Figure, Section, Table, Text
 from .quality import quality_of_runs
 from .style import save
-from .summary import config_id, summarize
+from .summary import config_id, summarize, varying_params
 
 TRAINING_KEYS = {"lr", "momentum", "weight_decay"}  # set per method by tuning: not a setting
 RETRAIN_DIR = "retrain"
+RANDOM = "random"  # the retraining baseline's method name
 SCENARIO_TITLES = {"balancing": "Balancing (class imbalance; paper Sec. 5.1)",
                    "denoising": "Denoising (label noise; paper Sec. 5.2)",
                    "efficient": "Efficient learning (data-to-text; paper Sec. 5.3)",
@@ -148,12 +149,27 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of each (scenario, setting, method)'s row: its default configuration where it
-    ran, else every configuration (labelled by ``params`` in the tables)."""
+    """The runs of each (scenario, setting, method)'s rows: its default configuration where it
+    ran, else every configuration; each run's ``label`` names its row: the method, with the
+    settings and hyperparameters that differ (``params``) where the method has several rows in
+    the setting or its row is not the default (``bads (sigma=1)``, ``bads (lr=0.1)`` beside
+    ``bads (lr=0.05)`` for two directories that differ in the model's lr)."""
     keep = []
     for _, part in runs.groupby(["scenario", "setting", "method"], sort=False):
         keep.append(part[part["is_default"]] if part["is_default"].any() else part)
-    return pd.concat(keep) if keep else runs.iloc[:0]
+    if not keep:
+        return runs.iloc[:0].assign(label=pd.Series(dtype=object))
+    main = pd.concat(keep)
+    params = varying_params(main)
+    labels = []
+    for i, r in zip(main.index, main.itertuples(index=False), strict=True):
+        several = main.loc[(main["scenario"] == r.scenario) & (main["setting"] == r.setting)
+                           & (main["method"] == r.method), "config"].nunique() > 1
+        extra = params.at[i] if (several or not r.is_default) and params.at[i] else ""
+        if several and not extra:
+            extra = f"config {r.config}"
+        labels.append(r.method + (f" ({extra})" if extra else ""))
+    return main.assign(label=labels)
 
 
 # -- formatting ---------------------------------------------------------------------------------
@@ -265,9 +281,10 @@ class ReportBuilder:
         by_config = runs.drop_duplicates("config").set_index("config")
         table["setting"] = table["config"].map(by_config["setting"])
         table["is_default"] = table["config"].map(by_config["is_default"]).astype(bool)
-        main_configs = set(self.main["config"])
-        table["main"] = table["config"].isin(main_configs) & (table["n"] > 0)
-        table["label"] = [_label(r) for r in table.itertuples(index=False)]
+        label_of = self.main.drop_duplicates("config").set_index("config")["label"]
+        table["main"] = table["config"].isin(label_of.index) & (table["n"] > 0)
+        table["label"] = [label_of.get(c, _label(r)) for c, r in
+                          zip(table["config"], table.itertuples(index=False), strict=True)]
         return table
 
     def final_table(self, main: pd.DataFrame, scenario: str, metric: str) -> Table:
@@ -291,8 +308,11 @@ class ReportBuilder:
                                                w=("weights", lambda w: (w != "").any()))
         frame["degenerate weights"] = [f"{int(degenerate.at[m, 'd'])}/{int(degenerate.at[m, 'n'])}"
                                        if degenerate.at[m, "w"] else "n/a" for m in labels]
-        verdicts = main[main["selection"] != ""].groupby("label")["selection"].agg(
-            lambda v: ", ".join(f"{s}" for s in v))
+        several = len(settings) > 1
+        verdicts = main[main["selection"] != ""].groupby("label").apply(
+            lambda part: ", ".join(f"{v} ({s})" if several else v
+                                   for v, s in zip(part["selection"], part["setting"], strict=True)),
+            include_groups=False)
         frame["beats its controls"] = [verdicts.get(m, "") for m in labels]
         caption = (f"Final test {metric} (last iterate), mean ± std over seeds [95% interval] "
                    "(n seeds) #rank in the column; mean rank: over the columns the method ran "
@@ -307,10 +327,15 @@ class ReportBuilder:
                      runs: pd.DataFrame) -> Section:
         rows = []
         main = in_registry_order(main, by_setting=True)
+        base = main[main["label"] == "train_only"].drop_duplicates("setting").set_index("setting")
         for r in main.itertuples(index=False):
+            t0 = base["time_ms"].get(r.setting, float("nan"))
+            m0 = base["peak_mb"].get(r.setting, float("nan"))
             rows.append({"setting": r.setting, "method": r.label,
-                         "time per step (ms)": _fmt(r.time_ms, 2), "time ×train_only": _fmt(r.time_x, 2),
-                         "peak memory (MB)": _fmt(r.peak_mb, 2), "memory ×train_only": _fmt(r.mem_x, 2),
+                         "time per step (ms)": _fmt(r.time_ms, 2),
+                         "time ×train_only": _fmt(r.time_ms / t0, 2),
+                         "peak memory (MB)": _fmt(r.peak_mb, 2),
+                         "memory ×train_only": _fmt(r.peak_mb / m0, 2),
                          "timing": getattr(r, "timing", "")})
         frame = pd.DataFrame(rows)
         caption = (f"Median time per training step (evaluation excluded) and peak memory of a "
@@ -334,8 +359,8 @@ class ReportBuilder:
         main = self.main[self.main["scenario"] == scenario]
         test = self.c.curves[(self.c.curves["split"] == "test")
                              & self.c.curves["run_id"].isin(main["run_id"])]
-        frame = in_registry_order(test.merge(main[["run_id", "setting", "method", "seed"]],
-                                             on="run_id"))
+        rows = main[["run_id", "setting", "label", "seed"]].rename(columns={"label": "method"})
+        frame = in_registry_order(test.merge(rows, on="run_id"))
         fig = figures.curves_figure(frame, metric, f"{scenario}: test {metric} over training")
         return self.figure(fig, f"{scenario}-curves", f"{scenario}: test {metric} over training",
                            "Mean over seeds (line) ± one standard deviation (band), a panel per "
@@ -345,14 +370,17 @@ class ReportBuilder:
         runs = self.main[self.main["scenario"] == scenario]
         if runs["meta_per_class"].nunique() < 2:
             return None
-        table = (runs.groupby(["method", "meta_per_class"], sort=False)["final_metric"]
-                 .agg(final_mean="mean", final_std="std").reset_index())
-        sizes = table.groupby("method")["meta_per_class"].nunique()
-        table = table[table["method"].isin(sizes[sizes > 1].index)]
+        runs = runs.assign(base=runs["setting"].str.replace(r" · meta_per_class=\d+", "",
+                                                            regex=True))
+        table = (runs.groupby(["base", "label", "meta_per_class"], sort=False)["final_metric"]
+                 .agg(final_mean="mean", final_std="std").reset_index()
+                 .rename(columns={"label": "method"}))
+        sizes = table.groupby(["base", "method"])["meta_per_class"].transform("nunique")
+        table = table[sizes > 1]
         fig = figures.meta_size_figure(table, metric, f"{scenario}: final {metric} against |Dm|")
         return self.figure(fig, f"{scenario}-meta-size", f"{scenario}: meta-set size",
                            "Final test metric against meta examples per class (the paper's "
-                           "Fig. 3); error bars: std over seeds.")
+                           "Fig. 3), a panel per source and profile; error bars: std over seeds.")
 
     def weights_section(self, scenario: str) -> Section:
         section = Section("Weights")
@@ -365,7 +393,8 @@ class ReportBuilder:
         w = self.c.curves[(self.c.curves["split"] == "weights")
                           & self.c.curves["run_id"].isin(runs["run_id"])]
         means = w[w["metric_name"].astype(str).str.startswith("mean_weight:")]
-        frame = in_registry_order(means.merge(runs[["run_id", "method"]], on="run_id"))
+        labels = runs[["run_id", "label"]].rename(columns={"label": "method"})
+        frame = in_registry_order(means.merge(labels, on="run_id"))
         frame["group"] = frame["metric_name"].str.split(":", n=1).str[1]
         item = self.figure(figures.group_weights_figure(frame, f"{scenario}, {primary}: mean "
                                                                 "weight per group"),
@@ -378,7 +407,7 @@ class ReportBuilder:
         for r in runs.itertuples(index=False):
             weights = self.c.weights(str(r.run_id))
             if weights is not None:
-                finals.append(weights.assign(method=r.method))
+                finals.append(weights.assign(method=r.label))
         if finals:
             frame = in_registry_order(pd.concat(finals, ignore_index=True))
             item = self.figure(figures.weight_histograms(frame, f"{scenario}, {primary}: final "
@@ -388,8 +417,7 @@ class ReportBuilder:
                                "over seeds (symmetric-log density axis).")
             if item:
                 section.items.append(item)
-        shares = in_registry_order(w[w["metric_name"] == "data_share"].merge(
-            runs[["run_id", "method"]], on="run_id"))
+        shares = in_registry_order(w[w["metric_name"] == "data_share"].merge(labels, on="run_id"))
         if not shares.empty:
             shares = shares.rename(columns={"value": "data_share"})
             item = self.figure(figures.gradient_shares_figure(shares, f"{scenario}, {primary}: "
@@ -410,8 +438,8 @@ class ReportBuilder:
         q = quality_of_runs(main, self.c.weights, _scenario_beta)
         if q.empty:
             return None
-        q = in_registry_order(q.merge(main[["run_id", "method", "setting"]], on="run_id"),
-                              by_setting=True)
+        q = in_registry_order(q.merge(main[["run_id", "label", "setting"]], on="run_id")
+                              .rename(columns={"label": "method"}), by_setting=True)
         rows = []
         for (setting, method), part in q.groupby(["setting", "method"], sort=False):
             rows.append({"setting": setting, "method": method,
@@ -445,10 +473,12 @@ class ReportBuilder:
         if r.empty:
             return None
         r = r.copy()
-        label_of = {_setting_key(row): row.setting for row in self.runs.itertuples(index=False)}
-        r["setting"] = [label_of.get(_setting_key(row), f"{row.source} · {row.profile}")
+        setting_of = {_setting_key(row): row.setting for row in self.runs.itertuples(index=False)}
+        r["setting"] = [setting_of.get(_setting_key(row), f"{row.source} · {row.profile}")
                         for row in r.itertuples(index=False)]
-        r["method"] = r["source_method"]
+        label_of = self.main.set_index("run_id")["label"]
+        r["method"] = [RANDOM if m == RANDOM else label_of.get(str(i), f"{m} (other config)")
+                       for m, i in zip(r["source_method"], r["source_run_id"], strict=True)]
         r = in_registry_order(r, by_setting=True)
         table = (r.groupby(["setting", "method", "fraction"], sort=False)
                  .agg(final_mean=("final_metric", "mean"), final_std=("final_metric", "std"),
@@ -461,16 +491,16 @@ class ReportBuilder:
             for f in fractions:
                 hit = part[part["fraction"] == f]
                 if hit.empty:
-                    row[f"{f:.0%} of Dt"] = ""
+                    row[_share(f)] = ""
                     continue
                 h = hit.iloc[0]
                 std = 0.0 if pd.isna(h["final_std"]) else h["final_std"]
-                row[f"{f:.0%} of Dt"] = (f"{h['final_mean']:.4f} ± {std:.4f} ({h['share']:.0%} "
+                row[_share(f)] = (f"{h['final_mean']:.4f} ± {std:.4f} ({h['share']:.0%} "
                                          f"fav., n={int(h['n'])})")
             rows.append(row)
         frame = pd.DataFrame(rows)
         for f in fractions:
-            column = f"{f:.0%} of Dt"
+            column = _share(f)
             values = frame[column].map(lambda t: float(t.split()[0]) if t else float("nan"))
             lead = values.groupby(frame["setting"]).transform("max")
             best |= {(i, column) for i in frame.index[values == lead]}
@@ -496,6 +526,7 @@ class ReportBuilder:
             if diff is None or len(diff) > 1:
                 continue
             rows.append({"setting": r.setting, "method": r.method, "seed": r.seed,
+                         "profile": r.profile, "source": r.source,
                          "final_metric": r.final_metric, "diff": diff,
                          "hparams": json.loads(r.config_json)["hparams"]})
         if not rows:
@@ -512,7 +543,8 @@ class ReportBuilder:
                     continue
                 stats = use.assign(value=values).groupby("value")["final_metric"].agg(
                     final_mean="mean", final_std="std", n="count").reset_index()
-                default = json.loads(_defaults(scenario, method, *_profile_source(ok, method)))
+                default = json.loads(_defaults(scenario, method, part["profile"].iloc[0],
+                                               part["source"].iloc[0]) or "{}")
                 for s in stats.itertuples(index=False):
                     points.append({"setting": setting, "method": method, "param": param,
                                    "value": float(s.value), "final_mean": s.final_mean,
@@ -546,7 +578,8 @@ class ReportBuilder:
         main = self.main
         if main.empty:
             return None
-        means = main.groupby(["scenario", "setting", "method"], sort=False)["final_metric"].mean()
+        means = (main.groupby(["scenario", "setting", "label"], sort=False)["final_metric"].mean()
+                 .dropna().rename_axis(["scenario", "setting", "method"]))
         ranks = means.groupby(level=["scenario", "setting"]).rank(ascending=False, method="average")
         blocks = ranks.groupby(level=["scenario", "setting"]).size()
         if len(blocks) < 1:
@@ -570,7 +603,7 @@ def in_registry_order(frame: pd.DataFrame, column: str = "method", by_setting: b
     from methods import list_methods
 
     rank = {m: i for i, m in enumerate(list_methods())}
-    key = frame[column].map(lambda m: rank.get(m, len(rank)))
+    key = frame[column].map(lambda m: rank.get(str(m).split(" (", 1)[0], len(rank)))
     frame = frame.assign(_rank=key).sort_values("_rank", kind="stable").drop(columns="_rank")
     if by_setting:
         order = {s: i for i, s in enumerate(sorted(dict.fromkeys(frame["setting"]), key=natural))}
@@ -578,15 +611,15 @@ def in_registry_order(frame: pd.DataFrame, column: str = "method", by_setting: b
     return frame
 
 
+def _share(fraction: float) -> str:
+    """'5% of Dt', '0.1% of Dt': a retraining column's name."""
+    return f"{fraction * 100:g}% of Dt"
+
+
 def _setting_key(row) -> str:
     """A run's source, profile and scenario settings: the retraining runs of a setting share it."""
     return json.dumps([row.scenario, row.source, row.profile, _settings(row.config_json)],
                       sort_keys=True)
-
-
-def _profile_source(runs: pd.DataFrame, method: str) -> tuple[str, str]:
-    row = runs[runs["method"] == method].iloc[0]
-    return str(row["profile"]), str(row["source"])
 
 
 def _scenario_beta(row) -> float | None:

@@ -79,22 +79,27 @@ def curves_figure(curves: pd.DataFrame, metric: str, title: str):
 
 
 def meta_size_figure(table: pd.DataFrame, metric: str, title: str):
-    """Final metric against meta examples per class, a line per method (error bars: std over
-    seeds). ``table``: method, meta_per_class, final_mean, final_std."""
+    """Final metric against meta examples per class, a line per method and a panel per base
+    setting (source, profile; error bars: std over seeds). ``table``: base, method,
+    meta_per_class, final_mean, final_std."""
     if table.empty or table["meta_per_class"].nunique() < 2:
         return None
-    fig, (ax,) = new_figure(1, width=5.2, height=3.6)
-    for method, rows in table.groupby("method", sort=False):
-        rows = rows.sort_values("meta_per_class")
-        st = method_style(method)
-        ax.errorbar(rows["meta_per_class"], rows["final_mean"], yerr=rows["final_std"].fillna(0),
-                    capsize=2, label=method, **st)
-    plain_log_axis(ax, ticks=table["meta_per_class"].astype(float))
-    ax.set_xlabel("meta examples per class (|Dm| / classes)")
-    ax.set_ylabel(f"final test {metric}")
-    ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=10)
-    _legend(fig, [ax])
+    bases = list(dict.fromkeys(table["base"]))
+    fig, axes = new_figure(len(bases), width=5.2, height=3.6)
+    for ax, base in zip(axes, bases, strict=True):
+        part = table[table["base"] == base]
+        for method, rows in part.groupby("method", sort=False):
+            rows = rows.sort_values("meta_per_class")
+            ax.errorbar(rows["meta_per_class"], rows["final_mean"],
+                        yerr=rows["final_std"].fillna(0), capsize=2, label=method,
+                        **method_style(method))
+        plain_log_axis(ax, ticks=part["meta_per_class"].astype(float))
+        ax.set_xlabel("meta examples per class (|Dm| / classes)")
+        ax.set_ylabel(f"final test {metric}")
+        ax.grid(alpha=0.3)
+        ax.set_title(base, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, axes)
     return fig
 
 

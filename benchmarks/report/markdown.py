@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -30,8 +31,17 @@ def table_markdown(table: Table) -> str:
     return to_markdown(frame)
 
 
+MATH = {"±": r"$\pm$", "·": r"$\cdot$", "×": r"$\times$", "½": r"$\frac{1}{2}$",
+        "⌊": r"$\lfloor$", "⌋": r"$\rfloor$", "β": r"$\beta$", "σ": r"$\sigma$",
+        "θ": r"$\theta$", "φ": r"$\varphi$", "‖": r"$\|$", "∇": r"$\nabla$", "≤": r"$\leq$",
+        "≥": r"$\geq$", "−": "-", "→": r"$\to$", "≈": r"$\approx$", "–": "--", "—": "---"}
+
+
 def latex_escape(text: str) -> str:
-    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+    """``text`` for pdflatex: its special characters escaped, the symbols the report uses as
+    math, and ``code`` spans as \\texttt."""
+    out = "".join(MATH.get(ch, LATEX_SPECIALS.get(ch, ch)) for ch in str(text))
+    return re.sub(r"`([^`]*)`", r"\\texttt{\1}", out)
 
 
 def table_latex(table: Table) -> str:

@@ -27,9 +27,11 @@ RANDOM = "random"  # the retraining baseline: always black, dashed, no marker ch
 
 
 def method_style(method: str) -> dict:
-    """matplotlib keyword arguments (color, marker, linestyle) for ``method``."""
+    """matplotlib keyword arguments (color, marker, linestyle) for ``method`` (a row label such
+    as ``bads (sigma=1)`` takes its method's colour and marker)."""
     from methods import list_methods
 
+    method = method.split(" (", 1)[0]
     if method == RANDOM:
         return {"color": "#777777", "marker": "x", "linestyle": "--"}
     names = list(list_methods())
