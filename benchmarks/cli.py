@@ -343,6 +343,7 @@ def cmd_references(args: argparse.Namespace) -> int:
         sets += f" grid {' '.join(ref.grid)}" if ref.grid else ""
         sets += (f" retrain {ref.retrain_fractions} of {', '.join(ref.retrain_methods) or 'all'}"
                  if ref.retrain_fractions else "")
+        sets += " (runs only when named with --only)" if ref.named_only else ""
         print(f"{ref.name}: {ref.scenario} / {ref.source} / profile {ref.profile}; "
               f"{', '.join(ref.methods)}; seeds {ref.seeds}{sets} -> {ref.out}")
     return 0
