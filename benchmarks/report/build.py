@@ -103,10 +103,11 @@ def _settings(config_json: str) -> dict:
 
 def setting_labels(runs: pd.DataFrame) -> pd.Series:
     """Per run, its setting: ``source · profile`` and every scenario setting (but the model's
-    lr, momentum and weight decay) whose value varies among the runs of its scenario."""
+    lr, momentum and weight decay) whose value varies among the runs of its scenario, source
+    and profile (``fashion-mnist · quick · noise_rate=0.8``)."""
     settings = runs["config_json"].map(_settings)
     out = pd.Series("", index=runs.index, dtype=object)
-    for _, idx in runs.groupby("scenario").groups.items():
+    for _, idx in runs.groupby(["scenario", "source", "profile"]).groups.items():
         part = settings.loc[idx]
         keys = sorted({k for s in part for k in s} - TRAINING_KEYS)
         varying = [k for k in keys if len({repr(s.get(k)) for s in part}) > 1]
