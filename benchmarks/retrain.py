@@ -44,11 +44,11 @@ from .sweep import (
     RunContext,
     SweepResult,
     _pacer,
-    _Renewal,
     _train,
     code_sha,
     default_threads,
     git_sha,
+    leased,
     outcome_row,
     resolve_device,
     scenario_data,
@@ -189,13 +189,9 @@ def retrain(source_dir: str | Path, fractions: list[float], methods: list[str] |
 def retrain_one(task: RetrainTask, context: RunContext, advance) -> tuple[str, str | None]:
     """Train one retraining task and write it to the store (a sweep ``worker``)."""
     store = Store(context.out)
-    if not context.force and store.is_complete(task.run_id):
-        return "already complete (finished by another process)", None
-    if not store.claim(task.run_id, force=context.force):
-        holder = store.holder(task.run_id) or {}
-        return f"ELSEWHERE pid {holder.get('pid')} on {holder.get('host')}", None
-    renewing = _Renewal(store, task.run_id)
-    try:
+    with leased(store, task.run_id, context.force) as refused:
+        if refused:
+            return refused, None
         dev = torch.device(context.device)
         spec = task.spec
         scenario = get_scenario(spec.scenario)
@@ -233,6 +229,3 @@ def retrain_one(task: RetrainTask, context: RunContext, advance) -> tuple[str, s
         _pacer(context.out).write(store, row, outcome.curves, None)
         return (f"{outcome.status} {scenario.metric_name}={outcome.final_metric:.4f} on "
                 f"{len(chosen)} points ({share:.0%} {favoured})", None)
-    finally:
-        renewing.stop()
-        store.release(task.run_id)

@@ -23,6 +23,7 @@ import subprocess
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -380,13 +381,9 @@ def _run_one(spec: RunSpec, context: RunContext, advance) -> tuple[str, str | No
     """Train one run (unless another process holds it) and write it to the store. Returns the
     line to print and, for a failed run, its error with a short traceback."""
     store = Store(context.out)
-    if not context.force and store.is_complete(spec.run_id):
-        return "already complete (finished by another process)", None
-    if not store.claim(spec.run_id, force=context.force):
-        holder = store.holder(spec.run_id) or {}
-        return f"ELSEWHERE pid {holder.get('pid')} on {holder.get('host')}", None
-    renewing = _Renewal(store, spec.run_id)
-    try:
+    with leased(store, spec.run_id, context.force) as refused:
+        if refused:
+            return refused, None
         dev = torch.device(context.device)
         scenario = get_scenario(spec.scenario)
         data = scenario_data(spec, context.data_dir)
@@ -420,9 +417,33 @@ def _run_one(spec: RunSpec, context: RunContext, advance) -> tuple[str, str | No
                    if outcome.weights_status in DEGENERATE else ""))
         return line, (f"{spec.method} seed={spec.seed}: {outcome.error}"
                       if outcome.status == "oom" else None)
+
+
+@contextlib.contextmanager
+def leased(store: Store, run_id: str, force: bool) -> Iterator[str | None]:
+    """Hold ``run_id``'s lease (``Store.claim``, renewed by :class:`_Renewal`) while the block
+    trains it. Yields None when this process holds the lease, else the line a worker returns
+    instead of training: the run is complete (unless ``force``) or another live process holds it
+    (``ELSEWHERE pid P on HOST``).
+
+    The lease is given back however the block ends, also when Ctrl-C or SIGTERM lands between
+    the lease file being written and the block starting: the release sits in a ``finally`` that
+    encloses the claim, and ``Store.release`` removes only a lease this process holds."""
+    renewing: _Renewal | None = None
+    try:
+        if not force and store.is_complete(run_id):
+            yield "already complete (finished by another process)"
+            return
+        if not store.claim(run_id, force=force):
+            holder = store.holder(run_id) or {}
+            yield f"ELSEWHERE pid {holder.get('pid')} on {holder.get('host')}"
+            return
+        renewing = _Renewal(store, run_id)
+        yield None
     finally:
-        renewing.stop()
-        store.release(spec.run_id)
+        if renewing is not None:
+            renewing.stop()
+        store.release(run_id)
 
 
 class _Renewal:

@@ -280,6 +280,38 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
     assert not list((out / "claims").glob("*.json"))  # its lease went with it
 
 
+@pytest.mark.parametrize("moment", ["in claim, after the lease is written", "after claim"])
+def test_a_signal_right_after_the_claim_leaves_no_lease(tmp_path, monkeypatch, moment):
+    """The race behind a flaky SIGTERM: the signal lands once the lease file exists but before the
+    worker's clean-up is armed. The lease must still be given back, and a lease held by another
+    process must never be removed."""
+    store = Store(tmp_path)
+    store.prepare()
+    real_claim, real_renewal = Store.claim, sweep._Renewal
+
+    def claim_then_signal(self, run_id, force=False):
+        assert real_claim(self, run_id, force)
+        raise KeyboardInterrupt
+
+    def signal_on_renewal(*a, **k):
+        raise KeyboardInterrupt
+
+    if moment.startswith("in claim"):
+        monkeypatch.setattr(Store, "claim", claim_then_signal)
+    else:
+        monkeypatch.setattr(sweep, "_Renewal", signal_on_renewal)
+    with pytest.raises(KeyboardInterrupt), sweep.leased(store, "00000000000000ab", False):
+        raise AssertionError("the block ran although the signal came first")
+    assert not list((tmp_path / "claims").glob("*.json"))
+    monkeypatch.setattr(Store, "claim", real_claim)
+    monkeypatch.setattr(sweep, "_Renewal", real_renewal)
+    (tmp_path / "claims" / "00000000000000cd.json").write_text(
+        json.dumps({"host": "another-host", "pid": 1}))
+    with sweep.leased(store, "00000000000000cd", False) as refused:
+        assert refused.startswith("ELSEWHERE pid 1 on another-host")
+    assert (tmp_path / "claims" / "00000000000000cd.json").exists()
+
+
 def test_ctrl_c_with_parallel_jobs_stops_the_workers_at_once(tmp_path):
     out = tmp_path / "store"
     proc = spawn(out, "--jobs", "2", steps="20000")
