@@ -564,6 +564,12 @@ def cmd_download(args: argparse.Namespace) -> int:
         folder = download_cifar10(root)
         print(f"cifar10: verified batches in {folder}")
         return 0
+    if args.dataset == "webnlg":
+        from .data.webnlg import download_webnlg
+
+        folder = download_webnlg(root)
+        print(f"webnlg: verified WebNLG 2017 (enriched v2.0) files in {folder}")
+        return 0
     spec = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}[args.dataset]
     folder = download(spec, root)
     print(f"{spec.name}: verified files in {folder}")
@@ -858,11 +864,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="DIR", type=_directory, help="results directory")
     p.set_defaults(func=cmd_store)
 
-    p = sub.add_parser("download", help="fetch and verify MNIST, Fashion-MNIST or CIFAR-10's python "
-                                        "batches (needs internet)")
-    p.add_argument("dataset", choices=("mnist", "fashion-mnist", "cifar10"))
+    p = sub.add_parser("download", help="fetch and verify MNIST, Fashion-MNIST, CIFAR-10's python "
+                                        "batches or the WebNLG 2017 corpus (needs internet)")
+    p.add_argument("dataset", choices=("mnist", "fashion-mnist", "cifar10", "webnlg"))
     p.add_argument("--data-dir", help="files go to DATA_DIR/<dataset>/ (cifar10: DATA_DIR/"
-                                      "cifar-10-batches-py/; default: $DPS_DATA_DIR)")
+                                      "cifar-10-batches-py/; webnlg: DATA_DIR/webnlg/"
+                                      "webnlg-en-v2.0/; default: $DPS_DATA_DIR)")
     p.set_defaults(func=cmd_download)
     return parser
 

@@ -133,15 +133,11 @@ class RunOutcome:
     weights_status: str = ""  # ok | collapsed | uniform at the last evaluation; '' without weights
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, metric: Callable[[Tensor, Tensor], float],
-             batch: int, device: torch.device) -> float:
-    """The metric over a whole split (outputs concatenated, then scored once)."""
-    was_training = model.training
-    model.eval()
-    outputs = [model(split.x[i: i + batch].to(device)) for i in range(0, len(split), batch)]
-    model.train(was_training)
-    return metric(torch.cat(outputs), split.y.to(device))
+def evaluate(scenario: Scenario, model: torch.nn.Module, data: ScenarioData, split: Split,
+             settings, device: torch.device) -> float:
+    """The scenario's metric of ``model`` on ``split`` (:meth:`Scenario.evaluate`): a classifier
+    scores logits, a generator decodes and scores text. Never inside a timed step."""
+    return scenario.evaluate(model, data, split, settings, device)
 
 
 def _group_means(weights: Tensor, groups: Tensor, names: tuple[str, ...]) -> dict[str, float]:
@@ -299,8 +295,7 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
                 sums, count = {}, 0
                 for name, split in evals.items():
                     curves.append((done, name, scenario.metric_name,
-                                   evaluate(model, split, scenario.metric,
-                                            settings.eval_batch_size, device)))
+                                   evaluate(scenario, model, data, split, settings, device)))
                 for k, value in method.diagnostics().items():
                     if not math.isfinite(value):
                         raise Diverged(f"diagnostic {k} became {value} by step {done}")
@@ -336,6 +331,8 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
             "weight": weights.detach().float().cpu().numpy(),
             "group": np.asarray(data.group_names)[data.train.group.numpy()],
         })
+        if data.categories is not None:
+            weights_frame["category"] = list(data.categories)
     return RunOutcome(
         status=status, error=error,
         final_metric=float(test.iloc[-1]) if status == "ok" and len(test) else float("nan"),

@@ -59,6 +59,7 @@ NUMERIC_RUN_COLUMNS = ["seed", "steps", "final_metric", "best_metric", "time_per
 INTEGER_RUN_COLUMNS = ["seed", "steps", "threads", "jobs", "cpus"]
 CURVE_COLUMNS = ["run_id", "step", "split", "metric_name", "value"]
 WEIGHT_COLUMNS = ["index", "weight", "group"]
+WEIGHT_EXTRA = ["category"]  # optional: each example's finer category (efficient: WebNLG's)
 COMPLETE = ("ok", "diverged")
 STATUSES = ("ok", "diverged", "error", "oom")
 RECORD_FORMAT = 1
@@ -567,8 +568,8 @@ class Store:
         if not path.exists():
             return None
         frame = _read_csv(path)
-        if list(frame.columns) != WEIGHT_COLUMNS or not pd.api.types.is_numeric_dtype(
-                frame["weight"]):
+        if list(frame.columns) not in (WEIGHT_COLUMNS, WEIGHT_COLUMNS + WEIGHT_EXTRA) or \
+                not pd.api.types.is_numeric_dtype(frame["weight"]):
             raise StoreError(f"{path} is not a weights file (columns {WEIGHT_COLUMNS}). "
                              f"{_recover(path)}")
         return frame
@@ -635,7 +636,8 @@ class Store:
             sha = None
             if weights is not None:
                 self.weights_dir.mkdir(exist_ok=True)
-                data = _csv_bytes(weights[WEIGHT_COLUMNS])
+                data = _csv_bytes(weights[[c for c in WEIGHT_COLUMNS + WEIGHT_EXTRA
+                                           if c in weights.columns]])
                 atomic_write_bytes(weights_path, data)
                 sha = hashlib.sha256(data).hexdigest()
             else:  # a rerun that no longer has weights must not leave the old ones behind

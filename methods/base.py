@@ -62,7 +62,8 @@ class Context:
     embed(x) -> detached embedding e_i of each input, used by weight networks. It runs in the
     model's current mode but leaves the model as it was (Context wraps it in
     :func:`buffers_kept`): an auxiliary pass never trains BatchNorm's running statistics.
-    forward_features(x) -> (output, embedding) from one forward pass (embedding not detached).
+    forward_features(x) -> (output, embedding) from one forward pass (embedding not detached):
+    by default the model's own ``forward_features`` if it has one, else ``head(features(x))``.
     make_optimizer(params) -> the scenario's model optimiser (for example SGD, lr 1e-3).
     train_set / meta_set: all of Dt / Dm as one Batch each (on ``device``), for methods that
     need offline passes (scoring, exporting every example's weight); never sampled per step.
@@ -94,7 +95,9 @@ class Context:
         self.embed = embed_kept
         if self.forward_features is None:
             model = self.model
-            if hasattr(model, "head"):  # forward = head(features(x)): one pass gives both
+            if callable(getattr(model, "forward_features", None)):  # the model gives both at once
+                self.forward_features = model.forward_features
+            elif hasattr(model, "head"):  # forward = head(features(x)): one pass gives both
                 def both(x: Tensor) -> tuple[Tensor, Tensor]:
                     features = model.features(x)
                     return model.head(features), features

@@ -10,8 +10,10 @@ joins by adding an entry here.
 
 from __future__ import annotations
 
+import io
 import json
 import signal
+import tarfile
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from benchmarks.data.cifar10 import decode_folder, read_batch, read_decoded_cach
 from benchmarks.data.cifar10n import read_labels
 from benchmarks.data.idx import read_idx, write_idx
 from benchmarks.data.mnist1d import read_cache
+from benchmarks.data.webnlg import load_webnlg, read_webnlg_xml
 from benchmarks.errors import DpsBenchError
 from benchmarks.reproduce import load_reference
 from benchmarks.store import CURVE_COLUMNS, RUN_COLUMNS, Store, read_curves_csv, read_record, read_runs_csv
@@ -169,6 +172,47 @@ def _load_image_cache(path: Path):
     return "decode again" if arrays is None else arrays
 
 
+def _webnlg_xml_bytes(tmp: Path) -> bytes:
+    """One file of the enriched WebNLG 2017 corpus (v2.0): two entries, tags a reader ignores."""
+    def entry(eid: str, triples: list[str], texts: list[str]) -> str:
+        lexes = "".join(f'<lex comment="good" lid="Id{i}"><tree/><sortedtripleset/><references/>'
+                        f"<text>{t}</text><template>AGENT-1 is here .</template><tree>(S)</tree></lex>"
+                        for i, t in enumerate(texts, 1))
+        mtriples = "".join(f"<mtriple>{t}</mtriple>" for t in triples)
+        return (f'<entry category="Astronaut" eid="{eid}" size="{len(triples)}"><originaltripleset>'
+                f"<otriple>{triples[0]}</otriple></originaltripleset><modifiedtripleset>{mtriples}"
+                f"</modifiedtripleset>{lexes}<entitymap><entity>AGENT-1 | X</entity></entitymap></entry>")
+
+    return ('<?xml version="1.0" ?>\n<benchmark><entries>'
+            + entry("Id1", ["Alan_Bean | birthDate | &quot;1932-03-15&quot;",
+                            "Alan_Bean | occupation | Test_pilot"],
+                    ["Alan Bean, born on 1932-03-15, was a test pilot.", "Alan Bean flew."])
+            + entry("Id2", ["Buzz_Aldrin | mission | Apollo_11"], ["Buzz Aldrin flew on Apollo 11."])
+            + "</entries></benchmark>\n").encode()
+
+
+def _load_webnlg_xml(path: Path):
+    return read_webnlg_xml(path.read_bytes(), "train", str(path))
+
+
+def _webnlg_tar_bytes(tmp: Path, compress: bool = True) -> bytes:
+    """A whole (tiny) corpus in the layout of webnlg-en-v2.0.tar.gz: one file per split."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if compress else "w") as tar:
+        for rel in ("train/2triples/Astronaut.xml", "dev/2triples/Astronaut.xml",
+                    "test/2triples/Astronaut.xml"):
+            data = _webnlg_xml_bytes(tmp)
+            info = tarfile.TarInfo(f"webnlg-en-v2.0/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _load_webnlg_tar(path: Path):
+    """The fuzzed file is the data directory's corpus (its MD5 check off: it is a fixture)."""
+    return load_webnlg(path, check_md5=False)
+
+
 READERS = [
     Reader("idx-gzip", "train-labels-idx1-ubyte.gz", lambda t: _idx_bytes(t, True), read_idx),
     Reader("idx-raw", "train-labels-idx1-ubyte", lambda t: _idx_bytes(t, False), read_idx),
@@ -185,6 +229,9 @@ READERS = [
     Reader("cifar10-image-archive", "cifar-10-images.tar.gz", _image_archive_bytes, decode_folder),
     Reader("cifar10-image-tar", "cifar-10-images.tar", _image_tar_bytes, decode_folder),
     Reader("cifar10-image-cache", "cifar10-images-0123.npz", _image_cache_bytes, _load_image_cache),
+    Reader("webnlg-xml", "Astronaut.xml", _webnlg_xml_bytes, _load_webnlg_xml),
+    Reader("webnlg-tar-gz", "webnlg-en-v2.0.tar.gz", _webnlg_tar_bytes, _load_webnlg_tar),
+    Reader("webnlg-tar", "webnlg-en-v2.0.tar", lambda t: _webnlg_tar_bytes(t, False), _load_webnlg_tar),
 ]
 
 mutation = st.one_of(

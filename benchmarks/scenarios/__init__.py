@@ -6,8 +6,11 @@ from ..errors import ConfigError
 from .balancing import Balancing
 from .base import Scenario, ScenarioData, Split, TrainSettings, make_optimizer
 from .denoising import Denoising
+from .efficient import Efficient, EfficientControlled
 
-SCENARIOS: dict[str, type[Scenario]] = {"balancing": Balancing, "denoising": Denoising}
+SCENARIOS: dict[str, type[Scenario]] = {"balancing": Balancing, "denoising": Denoising,
+                                         "efficient": Efficient,
+                                         "efficient-controlled": EfficientControlled}
 
 
 def get_scenario(name: str) -> Scenario:

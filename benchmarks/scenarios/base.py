@@ -24,6 +24,8 @@ class Split:
     x: Tensor
     y: Tensor
     group: Tensor | None = None
+    references: tuple[tuple[str, ...], ...] | None = None
+    """For a generating scenario: each example's reference texts (scored against all of them)."""
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -43,6 +45,11 @@ class ScenarioData:
     test: Split
     group_names: tuple[str, ...]
     num_classes: int
+    tokenizer: Any = None
+    """For a scenario on text: the ``tokenizers.Tokenizer`` that made the token ids (decoding)."""
+    categories: tuple[str, ...] | None = None
+    """Each Dt example's finer category (WebNLG's), if any: stored with the weights, so that the
+    mean weight per category can be read from a run's weights file."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -135,6 +142,22 @@ class Scenario(ABC):
     @abstractmethod
     def metric(self, output: Tensor, target: Tensor) -> float:
         """The target metric (higher is better) of outputs against targets."""
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data: ScenarioData, split: Split,
+                 settings: TrainSettings, device: torch.device) -> float:
+        """The target metric of ``model`` on ``split`` (one of ``data``'s), in eval mode, the
+        model's mode restored after. By default a classifier's: outputs in batches of
+        ``eval_batch_size``, concatenated, scored once by :meth:`metric`. A scenario whose model
+        generates (``efficient``) overrides this to decode and score text."""
+        was_training = model.training
+        model.eval()
+        try:
+            batch = settings.eval_batch_size
+            outputs = [model(split.x[i: i + batch].to(device)) for i in range(0, len(split), batch)]
+        finally:
+            model.train(was_training)
+        return self.metric(torch.cat(outputs), split.y.to(device))
 
 
 def make_optimizer(settings: TrainSettings):
