@@ -331,3 +331,26 @@ def test_every_method_runs_on_the_sequence_model(scenario, corpus, method):
     if out.weights is not None:
         assert list(out.weights.columns) == ["index", "weight", "group", "category"]
         assert set(out.weights.category) == set(data.categories)
+
+
+def test_run_then_report_tables_bleu_and_the_weight_per_category(tmp_path, capsys):
+    """The command line end to end: a resumable sweep stores the weights with their categories,
+    and the report tables BLEU and which categories each method weights up."""
+    sets = [a for k, v in {**TINY, "steps": 4, "eval_every": 4, "batch_size": 6}.items()
+            for a in ("--set", f"{k}={v}")]
+    argv = ["run", "--scenario", "efficient", "--methods", "train_only,bads", "--seeds", "0",
+            "--out", str(tmp_path / "store"), "--no-progress", *sets]
+    assert main(argv) == 0
+    assert main(argv) == 0 and "0 runs done, 2 skipped" in capsys.readouterr().out  # resumed
+    from benchmarks.store import Store
+
+    store = Store(tmp_path / "store")
+    runs = store.runs().set_index("method")
+    weights = store.weights(runs.loc["bads", "run_id"])
+    assert {"category", "group"} <= set(weights.columns)
+    assert set(weights.category) <= set(DOMAINS) - {"Scientist", "Film", "Song"}
+    assert main(["report", "--out", str(tmp_path / "store"), "--to", str(tmp_path / "report"),
+                 "--format", "md", "--figures", "png"]) == 0
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "efficient: weight per category" in text and "Astronaut (target)" in text
+    assert "bleu" in text

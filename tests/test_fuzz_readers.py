@@ -29,6 +29,7 @@ from benchmarks.data.cifar10 import decode_folder, read_batch, read_decoded_cach
 from benchmarks.data.cifar10n import read_labels
 from benchmarks.data.idx import read_idx, write_idx
 from benchmarks.data.mnist1d import read_cache
+from benchmarks.data.tokenize import read_tokenizer, train_tokenizer
 from benchmarks.data.webnlg import load_webnlg, read_webnlg_xml
 from benchmarks.errors import DpsBenchError
 from benchmarks.reproduce import load_reference
@@ -208,6 +209,12 @@ def _webnlg_tar_bytes(tmp: Path, compress: bool = True) -> bytes:
     return buf.getvalue()
 
 
+def _tokenizer_bytes(tmp: Path) -> bytes:
+    """A trained tokenizer.json (byte-level BPE) as the efficient scenario caches it."""
+    return train_tokenizer(["Alan Bean was born in 1932.", "<H> Alan Bean <R> birth <T> 1932"],
+                           270).to_str().encode()
+
+
 def _load_webnlg_tar(path: Path):
     """The fuzzed file is the data directory's corpus (its MD5 check off: it is a fixture)."""
     return load_webnlg(path, check_md5=False)
@@ -232,6 +239,7 @@ READERS = [
     Reader("webnlg-xml", "Astronaut.xml", _webnlg_xml_bytes, _load_webnlg_xml),
     Reader("webnlg-tar-gz", "webnlg-en-v2.0.tar.gz", _webnlg_tar_bytes, _load_webnlg_tar),
     Reader("webnlg-tar", "webnlg-en-v2.0.tar", lambda t: _webnlg_tar_bytes(t, False), _load_webnlg_tar),
+    Reader("tokenizer-json", "tokenizer.json", _tokenizer_bytes, read_tokenizer),
 ]
 
 mutation = st.one_of(

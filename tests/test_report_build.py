@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.cli import main
 from benchmarks.report.build import collect, write_report
 from benchmarks.report.claims import check_claims, claims_markdown
-from benchmarks.report.quality import precision_at_k, weight_quality
+from benchmarks.report.quality import category_weights, precision_at_k, weight_quality
 from benchmarks.retrain import plan_retrain, ranking
 from benchmarks.store import Store
 from benchmarks.sweep import plan
@@ -138,6 +138,22 @@ def test_auroc_equals_scikit_learn_on_random_and_tied_weights():
             continue
         q = weight_quality(pd.DataFrame({"weight": w, "group": groups}), beta=0.5)
         assert q["auroc"] == pytest.approx(roc_auc_score(groups == "clean", w))
+
+
+def test_category_weights_are_means_relative_to_the_run_mean():
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "status": ["ok", "ok", "error"]})
+    frames = {
+        "a": pd.DataFrame({"index": range(4), "weight": [1.0, 3.0, 0.5, 0.5],
+                           "group": ["target", "target", "other", "other"],
+                           "category": ["Astronaut", "Astronaut", "City", "Food"]}),
+        "b": pd.DataFrame({"index": range(2), "weight": [0.2, 0.4], "group": ["target", "other"]}),
+    }
+    c = category_weights(runs, frames.get).set_index("category")
+    assert list(c.index) == ["Astronaut", "City", "Food"] and set(c.run_id) == {"a"}
+    assert c.loc["Astronaut", "mean_weight"] == 2.0 and c.loc["City", "group"] == "other"
+    assert c.loc["Astronaut", "relative"] == pytest.approx(2.0 / 1.25)
+    assert c.loc["Food", "relative"] == pytest.approx(0.5 / 1.25)
+    assert category_weights(runs[runs.run_id == "b"], frames.get).empty  # no categories stored
 
 
 def test_precision_at_k_shares_ties_and_scores_equal_weights_at_the_base_rate():

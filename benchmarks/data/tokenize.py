@@ -75,7 +75,10 @@ def read_tokenizer(path: Path):
         raise DataError(f"cannot read the tokenizer {path} ({e.strerror or e})") from None
     try:
         tokenizer = Tokenizer.from_str(data.decode("utf-8"))
-    except Exception as e:  # the Rust parser raises plain Exceptions of several kinds
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # the Rust parser raises Exceptions, or a PanicException (a
+        # BaseException) on some malformed input
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise DataError(f"{path} is not a readable tokenizer.json ({first}); delete it (a cached "
                         "one is trained again) or save the tokenizer again") from None

@@ -38,7 +38,7 @@ from ..store import Store
 from . import figures
 from .backfill import fill_weights_status
 from .document import Document, Figure, Section, Table, Text
-from .quality import quality_of_runs
+from .quality import category_weights, favoured_group, quality_of_runs
 from .style import save
 from .summary import config_id, summarize, varying_params
 
@@ -432,7 +432,33 @@ class ReportBuilder:
         quality = self.quality_table(scenario)
         if quality is not None:
             section.items.insert(0, quality)
+        per_category = self.category_table(runs, scenario, primary)
+        if per_category is not None:
+            section.items.insert(1 if quality is not None else 0, per_category)
         return section
+
+    def category_table(self, runs: pd.DataFrame, scenario: str, setting: str) -> Table | None:
+        """Mean weight per training category relative to the method's mean weight (which
+        categories a method prefers), mean over seeds; None without per-example categories."""
+        c = category_weights(runs, self.c.weights)
+        if c.empty:
+            return None
+        c = c.merge(runs[["run_id", "label"]], on="run_id").rename(columns={"label": "method"})
+        favoured = favoured_group(c["group"].drop_duplicates())
+        groups = c.drop_duplicates("category").set_index("category")["group"]
+        order = sorted(groups.index, key=lambda k: (groups[k] != favoured, natural(str(k))))
+        table = (c.groupby(["method", "category"])["relative"].mean().unstack("category")
+                 .reindex(columns=order))
+        table = in_registry_order(table.reset_index())
+        frame = table[["method"]].copy()
+        for category in order:
+            frame[f"{category} ({groups[category]})"] = table[category].map(lambda v: _fmt(v, 2))
+        caption = (f"Which categories of Dt each method weights up ({setting}): a category's mean "
+                   "final weight divided by the method's mean weight over all of Dt (1 = no "
+                   f"preference; columns marked ({favoured}) are the categories related to the "
+                   "targets), mean over seeds.")
+        return Table(f"{scenario}-category-weights", f"{scenario}: weight per category", frame,
+                     caption)
 
     def quality_table(self, scenario: str) -> Table | None:
         main = self.main[self.main["scenario"] == scenario]

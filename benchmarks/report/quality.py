@@ -81,3 +81,23 @@ def quality_of_runs(runs: pd.DataFrame, load_weights, default_beta=None) -> pd.D
         q = weight_quality(weights, beta_of(row.config_json, fallback))
         rows.append({"run_id": row.run_id, "favoured": favoured_group(weights["group"]), **q})
     return pd.DataFrame(rows, columns=["run_id", "favoured", "auroc", "precision", "base_rate", "k"])
+
+
+def category_weights(runs: pd.DataFrame, load_weights) -> pd.DataFrame:
+    """Per ok run whose weights carry each example's ``category`` (the efficient scenario's
+    WebNLG categories): one row per (run, category) with the category's group, its mean weight
+    and that mean relative to the run's mean weight over all of Dt (1 = no preference; methods
+    with different weight scales compare on it). Columns run_id, category, group, mean_weight,
+    relative; empty when no run has categories."""
+    rows = []
+    for row in runs[runs["status"] == "ok"].itertuples(index=False):
+        weights = load_weights(str(row.run_id))
+        if weights is None or weights.empty or "category" not in weights.columns:
+            continue
+        overall = float(np.nanmean(weights["weight"].to_numpy(dtype=float)))
+        for (category, group), part in weights.groupby(["category", "group"], sort=True):
+            mean = float(np.nanmean(part["weight"].to_numpy(dtype=float)))
+            rows.append({"run_id": row.run_id, "category": category, "group": group,
+                         "mean_weight": mean,
+                         "relative": mean / overall if overall else math.nan})
+    return pd.DataFrame(rows, columns=["run_id", "category", "group", "mean_weight", "relative"])
