@@ -354,3 +354,26 @@ def test_run_then_report_tables_bleu_and_the_weight_per_category(tmp_path, capsy
     text = (tmp_path / "report" / "REPORT.md").read_text()
     assert "efficient: weight per category" in text and "Astronaut (target)" in text
     assert "bleu" in text
+
+
+@pytest.mark.realdata
+def test_real_webnlg_2017_follows_the_unseen_category_protocol(scenario):
+    import os
+    from pathlib import Path
+
+    from benchmarks.data.webnlg import load_webnlg
+
+    env = os.environ.get("DPS_DATA_DIR")
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    try:
+        corpus = load_webnlg(root)
+    except DataError:
+        pytest.skip(f"the WebNLG corpus is not under {root}")
+    if corpus.version != "webnlg-2017-v2.0":
+        pytest.skip(f"not the enriched 2017 corpus v2.0 ({corpus.version})")
+    settings = scenario.resolve_settings("webnlg", "webnlg-cpu", {"n_train": -1})
+    data = scenario.build(corpus, settings, 0)
+    assert set(data.categories) == set(corpus.categories("train"))  # targets are unseen there
+    assert len(data.train) == 18102 and len(data.meta) == 3 * 30 and len(data.test) == 3 * 40
+    related = {c for c, g in zip(data.categories, data.train.group.tolist(), strict=True) if g == 0}
+    assert related == {"Astronaut", "SportsTeam"}
