@@ -173,6 +173,20 @@ def parse_grid(items: list[str], scenario: Scenario, methods: list[str]
     return settings, per_method
 
 
+def check_requirements(scenario: Scenario, method: str) -> None:
+    """ConfigError when ``method`` needs a Context field (``Method.requires``, e.g. askllm_o's
+    ``judge``) that ``scenario`` does not provide (``Scenario.provides``), naming the scenarios
+    that do: before any run starts, not at set-up."""
+    from .scenarios import SCENARIOS
+
+    missing = [r for r in get_method(method).requires if r not in scenario.provides]
+    if missing:
+        able = [name for name, cls in SCENARIOS.items() if set(missing) <= set(cls.provides)]
+        raise ConfigError(f"{method} needs the context's {', '.join(missing)}, which the "
+                          f"{scenario.name} scenario cannot give (its model is not a language "
+                          f"model); run it on {', '.join(able) or 'a scenario that does'}")
+
+
 def resolve_hparams(scenario: Scenario, method: str, overrides: dict[str, Any],
                     profile: str = "quick", source: str | None = None) -> Any:
     """The method's Hparams: declared defaults <- the scenario's (source's, profile's) <- overrides.

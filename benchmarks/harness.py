@@ -188,6 +188,7 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
     seed_everything(run_seed)
     model = scenario.make_model(data, settings).to(device)
     train, meta = _on_device(data.train, device), _on_device(data.meta, device)
+    cls = get_method(spec.method)
 
     ctx = Context(
         model=model, make_optimizer=make_optimizer(settings), n_train=len(train),
@@ -197,8 +198,9 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
         train_set=Batch(train.x, train.y, torch.arange(len(train), device=device)),
         meta_set=Batch(meta.x, meta.y, torch.arange(len(meta), device=device)),
         total_steps=settings.steps,
+        # only for a method that asks (askllm_o): the scenario's judge prompts are not free
+        judge=scenario.judge(model, data, settings, device) if "judge" in cls.requires else None,
     )
-    cls = get_method(spec.method)
     method: Method = cls(ctx, cls.Hparams(**spec.hparams))
     prepare_started = time.perf_counter()
     method.prepare()
@@ -222,8 +224,15 @@ OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) 
 
 
 def _oom_message(e: BaseException, where: str, device: torch.device) -> str:
+    """What ran out, where, and the memory it needed: the allocator's own line (CUDA's names the
+    allocation it tried and the device's capacity) and, on CUDA, the peak allocated before the
+    failure."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return (f"out of memory at {where} on {device} ({first}); use a smaller --set "
+    peak = ""
+    if device.type == "cuda":
+        peak = (f"; {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB allocated at the "
+                "peak before it failed")
+    return (f"out of memory at {where} on {device} ({first}{peak}); use a smaller --set "
             "batch_size=... or profile, fewer --jobs, or another device")
 
 

@@ -33,7 +33,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .config import SUITE_VERSION, RunSpec, derive_seed, resolve_hparams, resolve_settings
+from .config import (
+    SUITE_VERSION,
+    RunSpec,
+    check_requirements,
+    derive_seed,
+    resolve_hparams,
+    resolve_settings,
+)
 from .data import load_source
 from .errors import ConfigError
 from .harness import run
@@ -100,6 +107,8 @@ def plan(scenario_name: str, source: str | None, profile: str, methods: list[str
     adds per-method scenario-setting overrides (a tuned model lr) on top of ``settings_overrides``."""
     scenario = get_scenario(scenario_name)
     source = source or scenario.default_source
+    for method in methods:
+        check_requirements(scenario, method)
     specs = []
     for seed in seeds:
         for method in methods:

@@ -28,7 +28,14 @@ import pandas as pd
 
 from methods import MODEL_LR, get_method
 
-from .config import RunSpec, coerce, derive_seed, resolve_hparams, resolve_settings
+from .config import (
+    RunSpec,
+    check_requirements,
+    coerce,
+    derive_seed,
+    resolve_hparams,
+    resolve_settings,
+)
 from .errors import ConfigError
 from .scenarios import Scenario, get_scenario
 from .store import Store
@@ -105,6 +112,7 @@ def plan_trials(scenario_name: str, source: str, profile: str, method: str, budg
                 hparams_over: dict[str, Any]) -> list[Trial]:
     """The method's ``budget`` configurations, each with one RunSpec per seed."""
     scenario = get_scenario(scenario_name)
+    check_requirements(scenario, method)
     space = get_method(method).search_space
     unknown = set(space) - {MODEL_LR} - {f.name for f in dataclasses.fields(get_method(method).Hparams)}
     if unknown:

@@ -27,6 +27,7 @@ REGISTRY: dict[str, str] = {
     "mwn": "methods.mwn:MWN",
     "cds": "methods.cds:CDS",
     "classact": "methods.classact:ClassAct",
+    "askllm_o": "methods.askllm_o:AskLLMOnline",
 }
 
 

@@ -69,6 +69,9 @@ class Context:
     need offline passes (scoring, exporting every example's weight); never sampled per step.
     generator: the method's own seeded RNG (on the CPU).
     total_steps: the run's number of training steps, for methods with a schedule (None: unknown).
+    judge(index) -> the probability [B] that the model, asked whether each Dt example at
+    ``index`` ([B] long) is informative, answers yes (AskLLM's score; computed without a graph,
+    in eval mode); None when the scenario's model cannot be asked (it is not a language model).
     """
 
     model: nn.Module
@@ -84,6 +87,7 @@ class Context:
     train_set: Batch | None = None
     meta_set: Batch | None = None
     total_steps: int | None = None
+    judge: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         embed = self.embed
@@ -180,6 +184,10 @@ class Method(ABC):
     """Hyperparameters a control pins (they cannot be set or searched)."""
     inert: ClassVar[tuple[str, ...]] = ()
     """Hyperparameters that change nothing in a control (not searched, not swept)."""
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Optional Context fields the method cannot run without (e.g. ``judge``: askllm_o asks the
+    model about each example, so it needs a language model); a scenario that does not provide
+    them (``Scenario.provides``) is refused before any run starts."""
 
     def __init__(self, ctx: Context, hparams: Any | None = None) -> None:
         self.ctx = ctx

@@ -12,9 +12,9 @@ import copy
 
 import pytest
 import torch
-from toys import BNNet, bce
+from toys import BNNet, bce, methods_without_requirements
 
-from methods import Batch, Context, get_method, list_methods
+from methods import Batch, Context, get_method
 
 DTYPES = (torch.float32, torch.float64)
 N_TRAIN, N_META, BATCH = 48, 12, 16
@@ -64,7 +64,7 @@ def batches(ctx: Context, step: int) -> tuple[Batch, Batch]:
     return Batch(t.x[ti], t.y[ti], ti), Batch(m.x[mi], m.y[mi], mi)
 
 
-VARIANTS = [(name, {}) for name in list_methods()] + [
+VARIANTS = [(name, {}) for name in methods_without_requirements()] + [
     (name, {"backend": "higher"}) for name in ("blo", "l2rw", "mwn")] + [
     (name, {"concat_label": True}) for name in ("blo", "bads")] + [
     (name, {"weights": "per_sample"}) for name in ("blo", "bads")]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from cifar_fixtures import write_cifar10n
+from toys import methods_without_requirements
 
 from benchmarks import harness
 from benchmarks.data.base import Labeled, SourceData
@@ -17,7 +18,6 @@ from benchmarks.errors import ConfigError, DataError
 from benchmarks.scenarios import get_scenario
 from benchmarks.scenarios.denoising import random_crop_flip
 from benchmarks.sweep import plan
-from methods import list_methods
 
 K, PER_CLASS = 10, 30
 
@@ -192,7 +192,7 @@ def test_augment_on_signals_is_refused(scenario):
         scenario.augment(data, settings)
 
 
-@pytest.mark.parametrize("method", list_methods())
+@pytest.mark.parametrize("method", methods_without_requirements())
 def test_every_method_runs_on_a_resnet_with_batchnorm(scenario, method):
     src = image_source()
     spec = plan("denoising", "cifar10", "cifar-cpu", [method], [0],

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from toys import methods_without_requirements
 
 from benchmarks import harness
 from benchmarks.cli import main
@@ -28,7 +29,6 @@ from benchmarks.models.seq2seq import Seq2Seq, check_pretrained_folder, sequence
 from benchmarks.scenarios import get_scenario
 from benchmarks.scenarios.efficient import bleu, predicate_similarity, related_categories
 from benchmarks.sweep import plan
-from methods import list_methods
 from methods.lookahead import lookahead_meta_loss
 
 TINY = {"d_model": 16, "d_ff": 32, "heads": 2, "layers": 1, "vocab_size": 300,
@@ -317,7 +317,7 @@ def test_a_local_t5_folder_is_loaded_with_its_tokenizer(tmp_path, scenario, corp
 
 # -- every method, unchanged, through the harness -----------------------------------------------
 
-@pytest.mark.parametrize("method", list_methods())
+@pytest.mark.parametrize("method", methods_without_requirements())
 def test_every_method_runs_on_the_sequence_model(scenario, corpus, method):
     spec = plan("efficient", "generated", "quick", [method], [0],
                 {**TINY, "steps": 4, "eval_every": 2, "batch_size": 6, "meta_batch_size": 4},

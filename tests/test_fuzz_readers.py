@@ -25,6 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.data.chat_jsonl import read_chat_jsonl
+from benchmarks.data.choice_tasks import read_arc, read_hellaswag, read_lmeval_mmlu, read_mmlu
 from benchmarks.data.cifar10 import decode_folder, read_batch, read_decoded_cache
 from benchmarks.data.cifar10n import read_labels
 from benchmarks.data.idx import read_idx, write_idx
@@ -220,6 +222,82 @@ def _load_webnlg_tar(path: Path):
     return load_webnlg(path, check_md5=False)
 
 
+def _chat_jsonl_bytes(tmp: Path, compress: bool = False) -> bytes:
+    """Three lines of a LESS / Tülu chat mixture (one blank, one without ``dataset``)."""
+    import gzip
+
+    lines = [{"dataset": "flan_v2", "id": "flan_v2_0", "messages": [
+                 {"role": "user", "content": "Translate to French: cat"},
+                 {"role": "assistant", "content": "chat"}]},
+             {"dataset": "oasst1", "id": "oasst1_3", "messages": [
+                 {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                 {"role": "assistant", "content": "Hello — bonjour!"}]},
+             {"id": "x", "messages": [{"role": "user", "content": "2+2?"},
+                                      {"role": "assistant", "content": "4"}]}]
+    data = "\n".join(json.dumps(obj, ensure_ascii=False) for obj in lines[:2]) + "\n\n"
+    data = (data + json.dumps(lines[2]) + "\n").encode()
+    return gzip.compress(data, mtime=0) if compress else data
+
+
+def _mmlu_csv_bytes(tmp: Path) -> bytes:
+    """An MMLU test file: no header, ``question,A,B,C,D,letter``, a quoted multi-line field."""
+    return (b'Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.,0,1,2,3,B\n'
+            b'"Statement 1 | Every element generates a cyclic subgroup.\nStatement 2 | S_10 has 10 '
+            b'elements.","True, True","False, False","True, False","False, True",C\n')
+
+
+def _load_mmlu(path: Path):
+    """The fuzzed file is the one subject of ``data/test/`` of an MMLU folder."""
+    target = path.parent / "mmlu" / "data" / "test" / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(path.read_bytes())
+    return read_mmlu(path.parent / "mmlu", "test")
+
+
+def _arc_jsonl_bytes(tmp: Path) -> bytes:
+    """Two ARC-Challenge questions as released: letter and digit labels, 4 and 5 choices."""
+    def line(qid: str, stem: str, labels: str, texts: list[str], key: str) -> str:
+        return json.dumps({"id": qid, "question": {"stem": stem, "choices": [
+            {"text": t, "label": lab} for lab, t in zip(labels, texts, strict=True)]}, "answerKey": key})
+
+    return (line("Mercury_7175875", "Which tool measures mass?", "ABCDE",
+                 ["ruler", "balance", "thermometer", "graduated cylinder", "clock"], "B") + "\n"
+            + line("NYSEDREGENTS_2015_4_8", "Which is a mammal?", "1234",
+                   ["frog", "whale", "shark", "eel"], "2") + "\n").encode()
+
+
+def _hellaswag_bytes(tmp: Path) -> bytes:
+    """One line of hellaswag_val.jsonl with all its released fields."""
+    return (json.dumps({"ind": 24, "activity_label": "Removing ice from car",
+                        "ctx_a": "Then, the man writes over the snow covering the window of a car.",
+                        "ctx_b": "then", "ctx": "Then, the man writes over the snow covering the "
+                        "window of a car. then", "split": "val", "split_type": "indomain", "label": 3,
+                        "endings": [", the man adds wax.", ", a person boards a ski lift.",
+                                    ", the man puts on a coat.", ", the man removes the snow."],
+                        "source_id": "activitynet~v_-1IBHYS3L-Y"}) + "\n").encode()
+
+
+def _lmeval_yaml_bytes(tmp: Path) -> bytes:
+    """An lm-eval ``tasks/mmlu/flan_cot_fewshot/mmlu_<subject>.yaml`` with two few-shot samples."""
+    return (b"dataset_name: college_physics\n"
+            b"description: The following are multiple choice questions (with answers) about college\n"
+            b"  physics.\n"
+            b"fewshot_config:\n  sampler: first_n\n  samples:\n"
+            b"  - question: 'A refracting telescope consists of two converging lenses separated by\n"
+            b"      100 cm. The angular magnification of the telescope is\n\n"
+            b"      (A) 4 (B) 5 (C) 6 (D) 20'\n"
+            b"    target: Let's think step by step. The focus of both lenses must be between the\n"
+            b"      two lenses. The answer is (A).\n"
+            b"  - question: 'Which is larger?\n\n      (A) 1 (B) 2 (C) 3 (D) 4'\n"
+            b'    target: "Let\'s think step by step. Four. The answer is (D).\\n\\n"\n'
+            b"tag: mmlu_flan_cot_fewshot_stem\ninclude: _mmlu_flan_cot_fewshot_template_yaml\n"
+            b"task: mmlu_flan_cot_fewshot_college_physics\n")
+
+
+def _load_lmeval(path: Path):
+    return read_lmeval_mmlu(path.parent)
+
+
 READERS = [
     Reader("idx-gzip", "train-labels-idx1-ubyte.gz", lambda t: _idx_bytes(t, True), read_idx),
     Reader("idx-raw", "train-labels-idx1-ubyte", lambda t: _idx_bytes(t, False), read_idx),
@@ -240,6 +318,13 @@ READERS = [
     Reader("webnlg-tar-gz", "webnlg-en-v2.0.tar.gz", _webnlg_tar_bytes, _load_webnlg_tar),
     Reader("webnlg-tar", "webnlg-en-v2.0.tar", lambda t: _webnlg_tar_bytes(t, False), _load_webnlg_tar),
     Reader("tokenizer-json", "tokenizer.json", _tokenizer_bytes, read_tokenizer),
+    Reader("chat-jsonl", "tulu_mix.jsonl", _chat_jsonl_bytes, read_chat_jsonl),
+    Reader("chat-jsonl-gz", "flan_v2_data.jsonl.gz", lambda t: _chat_jsonl_bytes(t, True), read_chat_jsonl),
+    Reader("mmlu-csv", "abstract_algebra_test.csv", _mmlu_csv_bytes, _load_mmlu),
+    Reader("arc-jsonl", "ARC-Challenge-Dev.jsonl", _arc_jsonl_bytes,
+           lambda p: read_arc(p, "challenge", "dev")),
+    Reader("hellaswag-jsonl", "hellaswag_val.jsonl", _hellaswag_bytes, read_hellaswag),
+    Reader("lmeval-mmlu-yaml", "mmlu_college_physics.yaml", _lmeval_yaml_bytes, _load_lmeval),
 ]
 
 mutation = st.one_of(

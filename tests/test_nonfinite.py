@@ -10,14 +10,14 @@ import math
 import pytest
 import torch
 from torch import nn
-from toys import bce
+from toys import bce, methods_without_requirements
 
 from benchmarks import harness
 from benchmarks.data import load_source
 from benchmarks.harness import PoolBatches, SplitBatches
 from benchmarks.scenarios import Split, get_scenario
 from benchmarks.sweep import plan
-from methods import Batch, Context, NonFiniteError, get_method, list_methods
+from methods import Batch, Context, NonFiniteError, get_method
 
 # never read Dm at all, so a NaN there cannot reach them (blo_frozen: no look-ahead, pool Dt)
 BLIND_TO_DM = {"train_only", "blo_frozen"}
@@ -77,7 +77,7 @@ def first_steps(name: str, ctx, train, meta, steps: int = 3, **overrides) -> lis
 
 
 # both of mwn's forms and both of l2rw's all-clipped rules, besides every method's defaults
-VARIANTS = [(name, {}) for name in list_methods()] + [
+VARIANTS = [(name, {}) for name in methods_without_requirements()] + [
     ("mwn", {"normalize": True, "detach_input": False}), ("l2rw", {"all_clipped": "uniform"})]
 
 
@@ -100,7 +100,7 @@ def test_a_nan_in_dm_surfaces_as_non_finite(name, overrides):
         assert not params_finite, f"{name} trained on finite values despite a NaN in Dm"
 
 
-@pytest.mark.parametrize("name", [m for m in list_methods() if get_method(m).uses_meta_batch])
+@pytest.mark.parametrize("name", [m for m in methods_without_requirements() if get_method(m).uses_meta_batch])
 def test_an_empty_meta_batch_is_an_error_or_non_finite(name):
     ctx, train, meta = problem(torch.randn(12, 4))
     method = get_method(name)(ctx, small_hparams(name))

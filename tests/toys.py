@@ -49,3 +49,11 @@ class BNNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(x))
+
+
+def methods_without_requirements() -> list[str]:
+    """Registered methods that run on any scenario (not askllm_o, which needs a language model's
+    ``judge``: tests/test_ift.py runs it)."""
+    from methods import get_method, list_methods
+
+    return [m for m in list_methods() if not get_method(m).requires]

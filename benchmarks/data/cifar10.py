@@ -257,7 +257,8 @@ def read_decoded_cache(path: Path) -> dict[str, np.ndarray] | None:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: np.asarray(f[k]) for k in ("train_x", "train_y", "train_names", "test_x",
                                                     "test_y")}
-    except (OSError, ValueError, KeyError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error):
+    except (OSError, ValueError, KeyError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError):  # zipfile's answer to a damaged version or compression field
         return None
     ok = arrays["train_names"].dtype.kind == "U" and arrays["train_names"].shape == \
         arrays["train_y"].shape and all(arrays[f"{s}_x"].dtype == np.uint8 and arrays[f"{s}_x"].ndim == 4

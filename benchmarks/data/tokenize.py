@@ -43,22 +43,24 @@ def linearise(triples: Sequence[Triple]) -> str:
                     for s, p, o in triples)
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
+def train_tokenizer(texts: Iterable[str], vocab_size: int, extra: Sequence[str] = ()):
     """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts`` with at most ``vocab_size``
-    tokens (the special tokens first, at their fixed ids). Deterministic for the same texts."""
+    tokens (the special tokens first, at their fixed ids, then ``extra`` special tokens, e.g.
+    ChatML's ``<|im_start|>`` and ``<|im_end|>``). Deterministic for the same texts."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    if vocab_size < len(SPECIAL) + 256:
-        raise ValueError(f"vocab_size must be at least {len(SPECIAL) + 256} (the special tokens "
+    special = [*SPECIAL, *extra]
+    if vocab_size < len(special) + 256:
+        raise ValueError(f"vocab_size must be at least {len(special) + 256} (the special tokens "
                          f"and the 256 bytes), got {vocab_size}")
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL),
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tokenizer.train_from_iterator(list(texts), trainer=trainer)
-    for i, token in enumerate(SPECIAL):
+    for i, token in enumerate(special):
         if tokenizer.token_to_id(token) != i:
             raise RuntimeError(f"the trained tokenizer put {token} at {tokenizer.token_to_id(token)}")
     return tokenizer
@@ -92,22 +94,28 @@ def read_tokenizer(path: Path):
     return tokenizer
 
 
-def cached_tokenizer(texts: Sequence[str], vocab_size: int, cache: Path | None = None):
+def cached_tokenizer(texts: Sequence[str], vocab_size: int, cache: Path | None = None,
+                     extra: Sequence[str] = ()):
     """:func:`train_tokenizer` on ``texts``, saved under ``$DPS_CACHE_DIR/tokenizers/`` keyed by
-    the texts and the size, and read back from there next time (a damaged file is retrained)."""
+    the texts, the size and the ``extra`` special tokens, and read back from there next time (a
+    damaged file is retrained)."""
     from .mnist1d import cache_dir
 
     digest = hashlib.sha256()
+    for t in extra:  # none: the key of the tokenizers cached before ``extra`` existed
+        digest.update(b"\1" + t.encode("utf-8") + b"\0")
     for t in texts:
         digest.update(t.encode("utf-8") + b"\0")
     folder = (cache or cache_dir()) / "tokenizers"
     path = folder / f"bpe-{vocab_size}-{digest.hexdigest()[:16]}.json"
     if path.is_file():
         try:
-            return read_tokenizer(path)
+            cached = read_tokenizer(path)
+            if all(cached.token_to_id(t) == len(SPECIAL) + i for i, t in enumerate(extra)):
+                return cached
         except DataError:
             pass  # trained again below
-    tokenizer = train_tokenizer(texts, vocab_size)
+    tokenizer = train_tokenizer(texts, vocab_size, extra)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")

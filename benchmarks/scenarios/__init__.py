@@ -7,10 +7,12 @@ from .balancing import Balancing
 from .base import Scenario, ScenarioData, Split, TrainSettings, make_optimizer
 from .denoising import Denoising
 from .efficient import Efficient, EfficientControlled
+from .ift import Ift
 
 SCENARIOS: dict[str, type[Scenario]] = {"balancing": Balancing, "denoising": Denoising,
                                          "efficient": Efficient,
-                                         "efficient-controlled": EfficientControlled}
+                                         "efficient-controlled": EfficientControlled,
+                                         "ift": Ift}
 
 
 def get_scenario(name: str) -> Scenario:

@@ -50,6 +50,9 @@ class ScenarioData:
     categories: tuple[str, ...] | None = None
     """Each Dt example's finer category (WebNLG's), if any: stored with the weights, so that the
     mean weight per category can be read from a run's weights file."""
+    extras: dict[str, Any] | None = None
+    """Whatever the scenario's own ``evaluate`` and ``judge`` need beyond the splits (``ift``:
+    the decoding prompts and answer choices per split, AskLLM's prompts)."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -101,6 +104,9 @@ class Scenario(ABC):
     metric_name: ClassVar[str] = "accuracy"
     profile_notes: ClassVar[dict[str, str]] = {}
     """What a profile is for and what it costs (``dps-bench list`` prints them)."""
+    provides: ClassVar[tuple[str, ...]] = ()
+    """Optional Context fields this scenario fills (``judge`` for a language model): a method
+    whose ``requires`` names one it lacks is refused by the planner."""
 
     @property
     def default_source(self) -> str:
@@ -158,6 +164,14 @@ class Scenario(ABC):
         finally:
             model.train(was_training)
         return self.metric(torch.cat(outputs), split.y.to(device))
+
+
+    def judge(self, model: nn.Module, data: ScenarioData, settings: TrainSettings,
+              device: torch.device) -> Callable[[Tensor], Tensor] | None:
+        """For a scenario whose model is a language model: ``f(index) -> p`` giving, for the Dt
+        examples at ``index`` ([B] long), the model's probability [B] that the example is
+        informative (AskLLM's "yes"); None (the default) when it cannot be asked."""
+        return None
 
 
 def make_optimizer(settings: TrainSettings):
