@@ -198,6 +198,7 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
         train_set=Batch(train.x, train.y, torch.arange(len(train), device=device)),
         meta_set=Batch(meta.x, meta.y, torch.arange(len(meta), device=device)),
         total_steps=settings.steps,
+        offline_chunk=scenario.offline_chunk(data, settings),
         # only for a method that asks (askllm_o): the scenario's judge prompts are not free
         judge=scenario.judge(model, data, settings, device) if "judge" in cls.requires else None,
     )

@@ -69,6 +69,9 @@ class Context:
     need offline passes (scoring, exporting every example's weight); never sampled per step.
     generator: the method's own seeded RNG (on the CPU).
     total_steps: the run's number of training steps, for methods with a schedule (None: unknown).
+    offline_chunk: rows per forward pass of an offline pass over Dt or Dm (scoring, exporting
+    every example's weight: :func:`over_chunks`); the scenario sets it so that one chunk's outputs
+    fit in memory (a language model's logits are rows x tokens x vocabulary).
     judge(index) -> the probability [B] that the model, asked whether each Dt example at
     ``index`` ([B] long) is informative, answers yes (AskLLM's score; computed without a graph,
     in eval mode); None when the scenario's model cannot be asked (it is not a language model).
@@ -87,6 +90,7 @@ class Context:
     train_set: Batch | None = None
     meta_set: Batch | None = None
     total_steps: int | None = None
+    offline_chunk: int = 1000
     judge: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:

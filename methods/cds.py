@@ -101,7 +101,7 @@ def train_copy(model: nn.Module, ctx: Context, data: Batch, steps: int, batch: i
 
 
 def losses_of(model: nn.Module, ctx: Context, data: Batch) -> Tensor:
-    return over_chunks(model, lambda x, y: ctx.loss(model(x), y), data)
+    return over_chunks(model, lambda x, y: ctx.loss(model(x), y), data, ctx.offline_chunk)
 
 
 class CDS(Method):

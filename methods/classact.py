@@ -139,7 +139,8 @@ class ClassAct(Method):
     def weights(self) -> Tensor | None:
         if self.reference is None:
             return None
-        scores = over_chunks(self.ctx.model, self.learnability, self.ctx.train_set)
+        scores = over_chunks(self.ctx.model, self.learnability, self.ctx.train_set,
+                             self.ctx.offline_chunk)
         selected = torch.zeros(self.ctx.n_train)
         selected[scores.topk(count_of(self.hp.beta, self.ctx.n_train)).indices.cpu()] = 1.0
         return selected

@@ -153,4 +153,4 @@ class MWN(Method):
     def weights(self) -> Tensor:
         model, loss = self.ctx.model, self.ctx.loss
         return over_chunks(model, lambda x, y: self.vnet(loss(model(x), y)),
-                           self.ctx.train_set).cpu()
+                           self.ctx.train_set, self.ctx.offline_chunk).cpu()

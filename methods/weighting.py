@@ -236,7 +236,8 @@ class ExampleWeights:
         if self.table is not None:
             return torch.sigmoid(self.table.table[:, 0]).cpu()
         w = over_chunks(self.ctx.model, lambda x, y: torch.sigmoid(
-            torch.addmv(self._b, self._net_input(self.ctx.embed(x), y), self._v)), self.ctx.train_set)
+            torch.addmv(self._b, self._net_input(self.ctx.embed(x), y), self._v)), self.ctx.train_set,
+            self.ctx.offline_chunk)
         return w.cpu()
 
 

@@ -507,3 +507,14 @@ def test_the_prepared_gpu_memory_script_runs_on_a_cpu_at_a_small_shape(tmp_path)
     assert len(runs) == 8 and (runs.status == "ok").all()
     assert (runs.peak_mem_mb > 0).all() and (runs.time_per_step_ms > 0).all()
     assert (tmp_path / "out" / "report" / "REPORT.md").is_file()
+
+
+def test_offline_passes_are_chunked_so_a_large_vocabulary_fits(scenario, data):
+    import dataclasses
+
+    d, settings = data
+    assert scenario.offline_chunk(d, settings) == 1000  # small rows and vocabulary
+    big = dataclasses.replace(d, train=dataclasses.replace(d.train, x=torch.zeros(2, 320)),
+                              num_classes=49152)  # SmolLM2's vocabulary, cpu-real's rows
+    assert scenario.offline_chunk(big, settings) == 2**28 // (320 * 49152) == 17
+    assert get_scenario("balancing").offline_chunk(d, settings) == 1000

@@ -166,6 +166,11 @@ class Scenario(ABC):
         return self.metric(torch.cat(outputs), split.y.to(device))
 
 
+    def offline_chunk(self, data: ScenarioData, settings: TrainSettings) -> int:
+        """Rows per forward pass when a method scores all of Dt or Dm offline
+        (``Context.offline_chunk``); 1000 by default."""
+        return 1000
+
     def judge(self, model: nn.Module, data: ScenarioData, settings: TrainSettings,
               device: torch.device) -> Callable[[Tensor], Tensor] | None:
         """For a scenario whose model is a language model: ``f(index) -> p`` giving, for the Dt

@@ -569,6 +569,14 @@ class Ift(Scenario):
             model.train(was_training)
         return float(sum(scores) / len(scores))
 
+    def offline_chunk(self, data: ScenarioData, settings: IftSettings) -> int:
+        """Rows per offline pass such that one chunk's logits (rows x tokens x vocabulary) stay
+        within 2^28 floats (1 GiB), at most 1000 as elsewhere: 1000 on quick (rows of 50 tokens,
+        600-token vocabulary), 17 on cpu-real (320 x 49,152), where 1000 rows' logits would need
+        63 GB (CDS's scoring was killed for memory at 17 GB)."""
+        per_row = data.train.x.shape[1] * max(data.num_classes, 1)
+        return max(1, min(1000, 2**28 // per_row))
+
     def judge(self, model: nn.Module, data: ScenarioData, settings: IftSettings,
               device: torch.device):
         """AskLLM's score of Dt examples by index: the model's probability of answering "yes"
