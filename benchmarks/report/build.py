@@ -453,10 +453,11 @@ class ReportBuilder:
         frame = table[["method"]].copy()
         for category in order:
             frame[f"{category} ({groups[category]})"] = table[category].map(lambda v: _fmt(v, 2))
+        marked = (f"columns marked ({favoured}) are the categories related to the targets"
+                  if favoured else "no category is related to the targets")
         caption = (f"Which categories of Dt each method weights up ({setting}): a category's mean "
                    "final weight divided by the method's mean weight over all of Dt (1 = no "
-                   f"preference; columns marked ({favoured}) are the categories related to the "
-                   "targets), mean over seeds.")
+                   f"preference; {marked}), mean over seeds.")
         return Table(f"{scenario}-category-weights", f"{scenario}: weight per category", frame,
                      caption)
 

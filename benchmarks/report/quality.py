@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..weight_health import auroc
 
-FAVOURED_GROUPS = ("minority", "clean", "target")  # first match in a weights file's groups
+FAVOURED_GROUPS = ("minority", "clean", "target", "useful")  # first match in a file's groups
 
 
 def favoured_group(groups: pd.Series) -> str | None:
