@@ -66,9 +66,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, extra: Sequence[str] 
     return tokenizer
 
 
-def read_tokenizer(path: Path):
-    """A ``tokenizers.Tokenizer`` from ``tokenizer.json`` at ``path``; DataError if the file is
-    missing, not a tokenizer, or lacks the special tokens at their ids (pad 0, ``</s>`` 1)."""
+def parse_tokenizer_json(path: Path, fix: str):
+    """A ``tokenizers.Tokenizer`` from the ``tokenizer.json`` at ``path``, any layout; DataError
+    naming the file and ``fix`` (how to repair it) if it is missing or not a tokenizer."""
     from tokenizers import Tokenizer
 
     try:
@@ -76,14 +76,20 @@ def read_tokenizer(path: Path):
     except OSError as e:
         raise DataError(f"cannot read the tokenizer {path} ({e.strerror or e})") from None
     try:
-        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+        return Tokenizer.from_str(data.decode("utf-8"))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # the Rust parser raises Exceptions, or a PanicException (a
         # BaseException) on some malformed input
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise DataError(f"{path} is not a readable tokenizer.json ({first}); delete it (a cached "
-                        "one is trained again) or save the tokenizer again") from None
+        raise DataError(f"{path} is not a readable tokenizer.json ({first}); {fix}") from None
+
+
+def read_tokenizer(path: Path):
+    """A ``tokenizers.Tokenizer`` from ``tokenizer.json`` at ``path``; DataError if the file is
+    missing, not a tokenizer, or lacks the special tokens at their ids (pad 0, ``</s>`` 1)."""
+    tokenizer = parse_tokenizer_json(path, "delete it (a cached one is trained again) or save "
+                                           "the tokenizer again")
     for token, want in (("<pad>", PAD), ("</s>", EOS)):
         got = tokenizer.token_to_id(token)
         if got != want:

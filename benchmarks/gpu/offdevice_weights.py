@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ def _anon_bytes() -> int:
 
 def measure(n_train: int, storage: str, device: torch.device) -> dict:
     """One (N_t, storage) point: the table's bytes in device memory and the ms per step."""
+    from benchmarks.metering import StepTimer
     from methods import Batch, Context, get_method
 
     torch.manual_seed(0)
@@ -81,22 +81,17 @@ def measure(n_train: int, storage: str, device: torch.device) -> dict:
 
     for _ in range(WARMUP):
         method.step(*batches())
-    times = []
+    timer = StepTimer(device)  # the harness's own timing (CUDA synchronised around the step)
     for _ in range(STEPS):
         bt, bm = batches()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        method.step(bt, bm)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
+        with timer.time():
+            method.step(bt, bm)
     table_mb = n_train * 4 * 4 / 2**20  # φ, Adam's m and v, the step count: float32 each
     row = {"n_train": n_train, "storage": storage, "device": str(device),
            "table_mb": round(table_mb, 1),
            "table_on_device_mb": round(max(after - before, 0) / 2**20, 1),
            "measured_by": "cuda memory_allocated" if device.type == "cuda" else "RssAnon growth",
-           "setup_s": round(setup_s, 2), "ms_per_step": round(1e3 * statistics.median(times), 2),
+           "setup_s": round(setup_s, 2), "ms_per_step": round(timer.median_ms(), 2),
            "threads": torch.get_num_threads()}
     del method, ctx
     gc.collect()

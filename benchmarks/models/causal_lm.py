@@ -104,24 +104,26 @@ class CausalLM(nn.Module):
         width = max(int(mask.sum(1).max()), 1)
         return x[:, :width].clamp(min=0), mask[:, :width]
 
+    @staticmethod
+    def _mean(embeddings: Tensor, mask: Tensor) -> Tensor:
+        """Mean over each row's tokens of embeddings [B, L', d] under mask [B, L']: [B, d]."""
+        m = mask.unsqueeze(-1).to(embeddings.dtype)
+        return (embeddings * m).sum(1) / m.sum(1).clamp(min=1.0)
+
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(logits [B, L', V], mean input token embedding [B, d]) from one pass."""
         ids, mask = self._trim(x)
         embeddings = self.lm.get_input_embeddings()(ids)  # [B, L', d]
         logits = self.lm(inputs_embeds=embeddings, attention_mask=mask.long(), use_cache=False,
                          return_dict=True).logits
-        m = mask.unsqueeze(-1).to(embeddings.dtype)
-        mean = (embeddings * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return logits, mean
+        return logits, self._mean(embeddings, mask)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)[0]
 
     def features(self, x: Tensor) -> Tensor:
         ids, mask = self._trim(x)
-        embeddings = self.lm.get_input_embeddings()(ids)
-        m = mask.unsqueeze(-1).to(embeddings.dtype)
-        return (embeddings * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self._mean(self.lm.get_input_embeddings()(ids), mask)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_id: int

@@ -427,21 +427,11 @@ def check_model_folder(path: Path, trust_remote_code: bool = False) -> None:
 
 
 def _read_lm_tokenizer(path: Path) -> Tokenizer:
-    """``tokenizers.Tokenizer`` from ``tokenizer.json``. Not :func:`benchmarks.data.tokenize.
-    read_tokenizer`: that one also insists on T5's special ids (pad 0, ``</s>`` 1)."""
-    from tokenizers import Tokenizer
+    """``tokenizers.Tokenizer`` from ``tokenizer.json``, any special ids (unlike
+    :func:`benchmarks.data.tokenize.read_tokenizer`, which insists on T5's pad 0 and ``</s>`` 1)."""
+    from ..data.tokenize import parse_tokenizer_json
 
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read the tokenizer {path} ({e.strerror or e})") from None
-    try:
-        return Tokenizer.from_str(data.decode("utf-8"))
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as e:  # the Rust parser may raise a PanicException (a BaseException)
-        raise DataError(f"{path} is not a readable tokenizer.json ({_first_line(e)}); save the fast "
-                        "tokenizer again with save_pretrained") from None
+    return parse_tokenizer_json(path, "save the fast tokenizer again with save_pretrained")
 
 
 def load_causal_lm(path: Path, trust_remote_code: bool = False,
