@@ -1,4 +1,5 @@
-"""The ``dps-bench`` command: list | run | tune | reproduce | report | verify | store | download."""
+"""The ``dps-bench`` command: list | run | tune | reproduce | report | verify | store | download |
+check-method | new-method."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import os
 import signal
 import sys
 
-from methods import UnknownMethodError, get_method, hparam_fields, list_methods
+from methods import (
+    UnknownMethodError,
+    entry_point_methods,
+    get_method,
+    hparam_fields,
+    list_methods,
+    shadowed_entry_points,
+)
 
 from .config import parse_grid, parse_sets
 from .errors import DpsBenchError
@@ -26,6 +34,8 @@ EXAMPLES = """examples:
       --grid sigma=1e-5,1e-3,0.1,1,10,100 --grid lr_w=1e-4,1e-3,1e-2 --out runs/sigma
   dps-bench report --out runs/balancing
   dps-bench reproduce --profile quick --out results
+  dps-bench new-method my_method && dps-bench check-method my_method
+  dps-bench run --scenario balancing --methods bads,my_package.my_module:MyMethod --out runs/mine
 """
 
 
@@ -96,9 +106,16 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"    {method} defaults in profile {profile}: "
                       + ", ".join(f"{k}={v}" for k, v in values.items()))
     print("methods:")
+    external = entry_point_methods()
     for name in list_methods():
-        cls = get_method(name)
+        try:
+            cls = get_method(name)
+        except UnknownMethodError as e:  # a broken entry point must not hide the others
+            print(f"  {name}: cannot be loaded: {e}")
+            continue
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        if name in external:
+            doc += f" [entry point {external[name]}]"
         hps = ", ".join(f"{k}={v}" for k, v in hparam_fields(cls).items()) or "no hyperparameters"
         space = "; ".join(f"{k} {dim.describe()}" for k, dim in cls.search_space.items())
         print(f"  {name}: {doc}\n    {hps}\n    tune searches: {space}")
@@ -107,6 +124,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"    control of {cls.control_of} (pins {pinned}; takes {cls.control_of}'s "
                   "scenario defaults); report marks a "
                   f"{cls.control_of} row that does not beat it on the same seeds")
+    for name, target in shadowed_entry_points().items():
+        print(f"  note: the entry point {name} = {target} is not used: a built-in method has "
+              "that name (run it as " + target + ")")
     return 0
 
 
@@ -123,6 +143,62 @@ def _problem(args: argparse.Namespace, scenario_name: str, method_names: list[st
     if args.steps is not None:
         settings["steps"] = args.steps
     return methods, scenario, settings, hparams
+
+
+def cmd_check_method(args: argparse.Namespace) -> int:
+    from . import conformance
+
+    get_method(args.method)  # an unknown name or a broken module fails here, readably
+    rules = conformance.RULES
+    if args.rules:
+        try:
+            rules = tuple(conformance.rule(r) for r in args.rules)
+        except KeyError as e:
+            raise DpsBenchError(str(e.args[0])) from None
+    print(f"checking {args.method} against {len(rules)} rules of the method contract ...",
+          flush=True)
+    outcomes = conformance.check_method(
+        args.method, rules,
+        progress=lambda o: print(f"  {o.rule.name}: {'PASS' if o.passed else 'FAIL'}",
+                                 flush=True))
+    print()
+    print(conformance.table(outcomes))
+    broken = [o for o in outcomes if not o.passed]
+    total = sum(o.seconds for o in outcomes)
+    print(f"\n{len(outcomes) - len(broken)} of {len(outcomes)} rules kept ({total:.1f} s)")
+    return 1 if broken else 0
+
+
+def cmd_new_method(args: argparse.Namespace) -> int:
+    import keyword
+    from pathlib import Path
+
+    name = args.name
+    if not name.isidentifier() or keyword.iskeyword(name) or name != name.lower():
+        raise DpsBenchError(f"{name!r} is not a lowercase Python identifier; use e.g. "
+                            "loss_rank (the file is NAME.py, the registry name NAME)")
+    cls = "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+    builtin = Path(__file__).resolve().parent.parent / "methods"
+    folder = Path(args.dir) if args.dir else builtin
+    path = folder / f"{name}.py"
+    if path.exists():
+        raise DpsBenchError(f"{path} exists already; choose another name or delete it first")
+    if not args.dir and name in list_methods():
+        raise DpsBenchError(f"a method called {name!r} is registered already")
+    template = (Path(__file__).parent / "templates" / "method.py.txt").read_text()
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(template.format(name=name, cls=cls))
+    print(f"wrote {path}: the class {cls}, with comments where the method's own logic goes")
+    if folder.resolve() == builtin:
+        print(f"next: register it in methods/__init__.py, in REGISTRY:\n"
+              f'    "{name}": "methods.{name}:{cls}",\n'
+              f"then: dps-bench check-method {name}")
+    else:
+        print(f"next: dps-bench check-method {name}:{cls} (with {folder} on PYTHONPATH), or "
+              "register it from your package's pyproject.toml:\n"
+              '    [project.entry-points."dps_bench.methods"]\n'
+              f'    {name} = "your_package.{name}:{cls}"')
+    return 0
 
 
 def _tuned_dir(args: argparse.Namespace):
@@ -863,6 +939,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("check", "repair"))
     p.add_argument("store", metavar="DIR", type=_directory, help="results directory")
     p.set_defaults(func=cmd_store)
+
+    p = sub.add_parser(
+        "check-method", help="run the method contract's conformance checks on one method",
+        description="Run every rule of the method contract (benchmarks/conformance.py) against "
+                    "a registered method or any method class (module.path:ClassName): finite "
+                    "logs, valid weights, non-finite values surfacing, determinism, BatchNorm "
+                    "and dtypes, no side effects on the model or the batches, a few steps on "
+                    "every scenario's quick setup, documented and valid hyperparameters, no "
+                    "import of benchmarks/. Prints a pass/fail table; exit status 1 if a rule "
+                    "is broken, with what was seen and why the rule exists.")
+    p.add_argument("method", help="a name from `dps-bench list`, or module.path:ClassName")
+    p.add_argument("--rules", type=_csv_list, help="only these rules (comma-separated names)")
+    p.set_defaults(func=cmd_check_method)
+
+    p = sub.add_parser(
+        "new-method", help="write a new method file from the template",
+        description="Write NAME.py: a method class with the interface filled in (hyperparameter "
+                    "dataclass, step, weights) that passes `dps-bench check-method` as written, "
+                    "with comments where the method's own logic goes. By default into the "
+                    "suite's methods/ (then add the registry line it prints).")
+    p.add_argument("name", help="the method's name: a lowercase identifier, e.g. loss_rank")
+    p.add_argument("--dir", help="write into this folder instead (for a method in your own "
+                                 "package; register it with an entry point)")
+    p.set_defaults(func=cmd_new_method)
 
     p = sub.add_parser("download", help="fetch and verify MNIST, Fashion-MNIST, CIFAR-10's python "
                                         "batches or the WebNLG 2017 corpus (needs internet)")

@@ -101,7 +101,7 @@ def parse_sets(items: list[str], scenario: Scenario, methods: list[str]
         key, raw = item.split("=", 1)
         key, value = key.strip(), parse_literal(raw.strip())
         if "." in key:
-            method, name = key.split(".", 1)
+            method, _, name = key.rpartition(".")  # a method may be module.path:Class
             if method not in hparams:
                 raise ConfigError(f"--set {item!r}: method {method!r} is not among --methods "
                                   f"({', '.join(methods)})")

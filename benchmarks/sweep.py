@@ -149,6 +149,25 @@ def _code_sha() -> str:
     return digest.hexdigest()[:12]
 
 
+def code_sha_of(method: str, base: str | None = None) -> str:
+    """The code version a run of ``method`` records: ``base`` (default :func:`code_sha`) for a
+    method in this suite's ``methods/``; for one from another package (an entry point or a
+    ``module:Class`` name) a hash of ``base`` and the source of the module that defines it, so
+    that editing that module marks its stored runs as made by other code."""
+    import inspect
+
+    from methods import get_method
+
+    base = base or code_sha()
+    try:
+        path = Path(inspect.getfile(get_method(method))).resolve()
+    except (TypeError, OSError):
+        return base
+    if (Path(__file__).resolve().parent.parent / "methods") in path.parents:
+        return base
+    return hashlib.sha256(base.encode() + b"\0" + path.read_bytes()).hexdigest()[:12]
+
+
 def default_threads() -> int:
     """Intra-op threads per run when none is given: 1. The suite's models are small; on a busy
     2-core machine torch's default of one thread per core made their steps 15-200x slower
@@ -500,7 +519,8 @@ def _stale(store: Store, ids: set[str]) -> str | None:
     recorded = runs["code_sha"] if "code_sha" in runs.columns else pd.Series("", index=runs.index)
     recorded = recorded.astype(object).where(recorded.notna(), "")
     torch_then = runs["torch_version"].astype(object).where(runs["torch_version"].notna(), "")
-    other = runs[(recorded != code_sha()) | (torch_then != torch.__version__)]
+    expected = {m: code_sha_of(m) for m in set(runs["method"])}
+    other = runs[(recorded != runs["method"].map(expected)) | (torch_then != torch.__version__)]
     if other.empty:
         return None
     versions = ", ".join(sorted({f"code {c or 'unrecorded'} (git {g}), torch {t}" for c, g, t in
@@ -539,6 +559,7 @@ def _row(spec: RunSpec, device: torch.device, status: str, error: str, wall_s: f
         "config_json": spec.to_json(), "torch_version": torch.__version__,
         "git_sha": context.git_sha,
         "wall_s": round(wall_s, 3), "threads": torch.get_num_threads(), "prepare_s": 0.0,
-        "weights_status": "", "code_sha": context.code_sha, "jobs": context.jobs,
+        "weights_status": "", "code_sha": code_sha_of(spec.method, context.code_sha),
+        "jobs": context.jobs,
         "load_avg": round(load_avg, 2), "cpus": context.cpus,
     }

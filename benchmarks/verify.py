@@ -36,7 +36,16 @@ from .errors import DpsBenchError
 from .harness import run
 from .scenarios import get_scenario
 from .store import COMPLETE, Store
-from .sweep import RunContext, code_sha, git_sha, outcome_row, scenario_data, source_of, usable_cpus
+from .sweep import (
+    RunContext,
+    code_sha,
+    code_sha_of,
+    git_sha,
+    outcome_row,
+    scenario_data,
+    source_of,
+    usable_cpus,
+)
 
 
 @dataclass
@@ -145,8 +154,9 @@ def _verify_one(row: pd.Series, stored_curves: pd.DataFrame, tolerance: float,
     note = "" if same_status else f"status {row['status']} then, {outcome.status} now"
     if verdict != "exact" and where:
         note = (note + "; " if note else "") + where
-    if isinstance(recorded, str) and recorded and recorded != code_sha():
-        note = (note + "; " if note else "") + f"made by code {recorded}, this is {code_sha()}"
+    this_code = code_sha_of(row["method"])
+    if isinstance(recorded, str) and recorded and recorded != this_code:
+        note = (note + "; " if note else "") + f"made by code {recorded}, this is {this_code}"
     elif not isinstance(recorded, str) or not recorded:
         note = (note + "; " if note else "") + f"code unrecorded (git {row.get('git_sha')})"
     refreshed = False

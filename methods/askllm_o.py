@@ -53,6 +53,7 @@ class AskLLMOnline(Method):
     the top β of it."""
 
     Hparams = AskLLMHparams
+    weight_range = (0.0, 1.0)  # 1 for the ⌊β·N_t⌋ selected examples, else 0
     search_space = {MODEL_LR: MODEL_LR_RANGE, "beta": Choice(0.05, 0.25, 0.5)}
     uses_meta_batch = False
     requires = ("judge",)

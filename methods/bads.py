@@ -131,6 +131,7 @@ class BADS(Method):
     """Bayesian data point selection: SGLD on the joint posterior of θ and the weights w(φ)."""
 
     Hparams = BADSHparams
+    weight_range = (0.0, 1.0)  # w_i = sigmoid(·)
     # θ's learning rate is lr_theta (0 follows the model lr), so the model lr itself is not searched
     search_space = {"lr_theta": LogUniform(0.1, 10.0, relative=True),
                     "lr_w": LogUniform(1e-4, 1e-1), "beta": LogUniform(0.5, 4.0, relative=True),
@@ -160,10 +161,11 @@ class BADS(Method):
         self._avg_cache: tuple[tuple, Tensor] | None = None
         self._ones_cache: Tensor | None = None
         # θ's and the weight network's φ's noise: one normal draw over one flat buffer holding
-        # both (per-sample logits get theirs row by row, in their lazy update)
+        # both (per-sample logits get theirs row by row, in their lazy update). A frozen
+        # parameter (requires_grad=False) is not part of θ: it gets no noise either
         phi = self.w.parameters()
         phi_std = 0.0 if hp.freeze_weights else self._noise_std(hp.lr_w)
-        self.noise = Noise([(g["params"], self._noise_std(g["lr"]))
+        self.noise = Noise([([p for p in g["params"] if p.requires_grad], self._noise_std(g["lr"]))
                             for g in self.model_opt.param_groups] + [(phi, phi_std)])
         if phi:
             self.w.storage_moved()

@@ -188,6 +188,16 @@ class Method(ABC):
     """Hyperparameters a control pins (they cannot be set or searched)."""
     inert: ClassVar[tuple[str, ...]] = ()
     """Hyperparameters that change nothing in a control (not searched, not swept)."""
+    weight_range: ClassVar[tuple[float, float]] = (0.0, math.inf)
+    """The closed interval every finite w_i of ``weights()`` lies in (e.g. (0, 1) for a sigmoid
+    or a 0/1 selection); the conformance suite checks it."""
+    nan_until_drawn: ClassVar[bool] = False
+    """``weights()`` gives NaN for the examples no step has drawn yet (l2rw: its weights exist
+    only for the batches it saw); the report's weight statistics leave them out. Any other NaN
+    is a bug the conformance suite reports."""
+    check_hparams: ClassVar[dict[str, Any]] = {}
+    """Hyperparameters that keep the conformance suite's checks short (e.g. CDS's scoring
+    steps): used only by ``dps-bench check-method`` and the tests, never in a run."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Optional Context fields the method cannot run without (e.g. ``judge``: askllm_o asks the
     model about each example, so it needs a language model); a scenario that does not provide

@@ -68,6 +68,7 @@ class BLO(Method):
     """Online bi-level optimisation of persistent example weights through a k-step unroll."""
 
     Hparams = BLOHparams
+    weight_range = (0.0, 1.0)  # w_i = sigmoid(·)
     search_space = {MODEL_LR: MODEL_LR_RANGE, "inner_lr": LogUniform(0.3, 30.0, relative=True),
                     "lr_w": LogUniform(1e-4, 1e-1), "k": Choice(1, 2)}
 

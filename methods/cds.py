@@ -42,8 +42,9 @@ from .search import MODEL_LR, MODEL_LR_RANGE, Choice
 class CDSHparams:
     """beta: size of the exported selection, ⌊β·N_t⌋; r_floor: least fraction of a minibatch
     kept; half_life: H as a fraction of the run's steps (0: no annealing); the scoring models
-    train ``pretrain_steps`` on Dt and ``finetune_steps`` on Dm with ``score_optimizer`` (adam at
-    ``score_lr``, or ``model``: the scenario's model optimiser)."""
+    train ``pretrain_steps`` on Dt and ``finetune_steps`` on Dm in minibatches of ``batch_size``
+    with ``score_optimizer`` (adam at ``score_lr``, or ``model``: the scenario's model
+    optimiser)."""
 
     beta: float = 0.05
     r_floor: float = 0.1
@@ -108,6 +109,8 @@ class CDS(Method):
     """Select, within each minibatch, the examples a Dm-tuned model prefers over a Dt model."""
 
     Hparams = CDSHparams
+    weight_range = (0.0, 1.0)  # 1 for the ⌊β·N_t⌋ selected examples, else 0
+    check_hparams = {"pretrain_steps": 3, "finetune_steps": 3, "batch_size": 8}
     search_space = {MODEL_LR: MODEL_LR_RANGE, "r_floor": Choice(0.0, 0.05, 0.1, 0.25, 0.5),
                     "half_life": Choice(0.0, 0.05, 0.1, 0.25)}
     uses_meta_batch = False
@@ -167,4 +170,4 @@ class CDS(Method):
         return {"loss": loss.detach(), "kept_frac": len(top) / len(train)}
 
     def weights(self) -> Tensor | None:
-        return None if self.scores is None else self.selected
+        return None if self.scores is None else self.selected.to("cpu", copy=True)

@@ -79,6 +79,8 @@ class ClassAct(Method):
     on the top (or sampled) fraction of each super-batch."""
 
     Hparams = ClassActHparams
+    weight_range = (0.0, 1.0)  # 1 for the ⌊β·N_t⌋ selected examples, else 0
+    check_hparams = {"ref_steps": 3, "batch_size": 8}
     search_space = {MODEL_LR: MODEL_LR_RANGE, "keep": Choice(0.25, 0.5, 0.75)}
     uses_meta_batch = False
 

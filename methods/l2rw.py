@@ -23,6 +23,7 @@ of its batch; NaN for examples never drawn).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,8 @@ class L2RW(Method):
     """Per-minibatch meta-gradient weights, clipped at zero and normalised (Ren et al. 2018)."""
 
     Hparams = L2RWHparams
+    weight_range = (0.0, math.inf)  # |Bt|·w_i, w_i ≥ 0 summing to 1 over its batch
+    nan_until_drawn = True  # NaN marks an example no step has drawn
     # inner_lr is not searched: the meta-gradient at ε = 0 is linear in α, and the weights are
     # normalised per batch, so α cancels. The model lr is searched (Method's default space).
 
@@ -95,4 +98,4 @@ class L2RW(Method):
                 "clipped_frac": clipped.float().mean(), "all_clipped": clipped.all().float()}
 
     def weights(self) -> Tensor:
-        return self.last.cpu()
+        return self.last.to("cpu", copy=True)  # the caller owns it

@@ -94,6 +94,7 @@ class MWN(Method):
     """Meta-Weight-Net: an MLP from loss to weight, trained through a one-step look-ahead."""
 
     Hparams = MWNHparams
+    weight_range = (0.0, 1.0)  # the weight network's sigmoid output
     search_space = {MODEL_LR: MODEL_LR_RANGE, "inner_lr": LogUniform(0.3, 30.0, relative=True),
                     "lr_v": LogUniform(0.1, 100.0, relative=True)}
 

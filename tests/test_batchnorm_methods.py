@@ -12,7 +12,7 @@ import copy
 
 import pytest
 import torch
-from toys import BNNet, bce, methods_without_requirements
+from toys import BNNet, bce
 
 from methods import Batch, Context, get_method
 
@@ -64,8 +64,9 @@ def batches(ctx: Context, step: int) -> tuple[Batch, Batch]:
     return Batch(t.x[ti], t.y[ti], ti), Batch(m.x[mi], m.y[mi], mi)
 
 
-VARIANTS = [(name, {}) for name in methods_without_requirements()] + [
-    (name, {"backend": "higher"}) for name in ("blo", "l2rw", "mwn")] + [
+# every method's defaults are checked by the conformance suite (tests/test_conformance.py: rules
+# batchnorm-and-dtypes and no-side-effects); here the variants its defaults do not reach
+VARIANTS = [(name, {"backend": "higher"}) for name in ("blo", "l2rw", "mwn")] + [
     (name, {"concat_label": True}) for name in ("blo", "bads")] + [
     (name, {"weights": "per_sample"}) for name in ("blo", "bads")]
 

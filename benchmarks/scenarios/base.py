@@ -107,6 +107,9 @@ class Scenario(ABC):
     provides: ClassVar[tuple[str, ...]] = ()
     """Optional Context fields this scenario fills (``judge`` for a language model): a method
     whose ``requires`` names one it lacks is refused by the planner."""
+    check_settings: ClassVar[dict[str, Any]] = {}
+    """Settings that shrink the ``quick`` profile for the method conformance checks
+    (``dps-bench check-method``: a few steps of each method on each scenario); never a run's."""
 
     @property
     def default_source(self) -> str:

@@ -163,6 +163,8 @@ class Efficient(Scenario):
     Settings = EfficientSettings
     sources = ("generated", "webnlg")
     metric_name = "bleu"
+    check_settings = {"n_train": 300, "d_model": 32, "d_ff": 64, "heads": 2, "layers": 1,
+                      "vocab_size": 600, "max_source_len": 64, "max_target_len": 48}
     controlled: ClassVar[bool] = False
     profiles = {
         "quick": {"steps": 400, "eval_every": 200, "batch_size": 20, "meta_batch_size": 20,

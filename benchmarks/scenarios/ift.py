@@ -197,6 +197,9 @@ class Ift(Scenario):
     sources = ("generated-ift", "jsonl")
     metric_name = "accuracy"
     provides = ("judge",)
+    check_settings = {"d_model": 32, "d_ff": 64, "heads": 2, "layers": 1, "vocab_size": 400,
+                      "pretrain_steps": 3, "meta_per_task": 4, "test_per_task": 6,
+                      "n_train": 120, "max_len": 64}
     profiles = {
         "quick": {"steps": 1000, "eval_every": 250, "batch_size": 16, "meta_batch_size": 16,
                   "optimizer": "adam", "lr": 1e-3, "eval_batch_size": 200, "max_len": 64,
