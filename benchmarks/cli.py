@@ -170,11 +170,14 @@ def cmd_check_method(args: argparse.Namespace) -> int:
 
 
 def cmd_new_method(args: argparse.Namespace) -> int:
+    import importlib.util
     import keyword
     from pathlib import Path
 
     name = args.name
-    if not name.isidentifier() or keyword.iskeyword(name) or name != name.lower():
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise DpsBenchError(f"{name!r} is a Python keyword; choose another name")
+    if not name.isidentifier() or name != name.lower():
         raise DpsBenchError(f"{name!r} is not a lowercase Python identifier; use e.g. "
                             "loss_rank (the file is NAME.py, the registry name NAME)")
     cls = "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
@@ -183,8 +186,15 @@ def cmd_new_method(args: argparse.Namespace) -> int:
     path = folder / f"{name}.py"
     if path.exists():
         raise DpsBenchError(f"{path} exists already; choose another name or delete it first")
-    if not args.dir and name in list_methods():
-        raise DpsBenchError(f"a method called {name!r} is registered already")
+    if name in list_methods():
+        if not args.dir:
+            raise DpsBenchError(f"a method called {name!r} is registered already")
+        print(f"note: a built-in method is called {name!r}; registered under that name through "
+              f"an entry point, yours would be hidden by it (run it as {name}:{cls})")
+    if args.dir and importlib.util.find_spec(name) is not None:
+        raise DpsBenchError(f"a module called {name!r} is importable already "
+                            f"({importlib.util.find_spec(name).origin}); {folder}/{name}.py would "
+                            "shadow it, or be shadowed by it: choose another name")
     template = (Path(__file__).parent / "templates" / "method.py.txt").read_text()
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(template.format(name=name, cls=cls))

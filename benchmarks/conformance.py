@@ -333,8 +333,10 @@ def _values(t: Trace) -> list[float]:
 
 # -- the rules ----------------------------------------------------------------------------------
 
-def _hparam_source(cls: type) -> tuple[ast.ClassDef, list[str], dict[int, str]] | None:
-    """(class node, source lines, line -> comment) of a dataclass's source, or None."""
+def _hparam_source(cls: type
+                   ) -> tuple[ast.ClassDef, list[str], dict[int, str], dict[int, str]] | None:
+    """(class node, source lines, line -> end-of-line comment, line -> comment on a line of its
+    own) of a dataclass's source, or None."""
     try:
         lines, _ = inspect.getsourcelines(cls)
     except (OSError, TypeError):
@@ -342,17 +344,23 @@ def _hparam_source(cls: type) -> tuple[ast.ClassDef, list[str], dict[int, str]] 
     source = inspect.cleandoc("\n" + "".join(lines)) if lines[0][:1].isspace() else "".join(lines)
     tree = ast.parse(source)
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef))
-    comments = {}
+    comments, alone = {}, {}
+    lines = source.splitlines()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-    return node, source.splitlines(), comments
+            text = tok.string.lstrip("#").strip()
+            if lines[tok.start[0] - 1][: tok.start[1]].strip():
+                comments[tok.start[0]] = text  # at the end of a line of code
+            else:
+                alone[tok.start[0]] = text  # a line of its own
+    return node, lines, comments, alone
 
 
 def undocumented_fields(hparams: type) -> list[str]:
     """Fields of the dataclass ``hparams`` (and of the dataclasses it inherits) not explained by
-    any of: a comment on the field's line (or the line above), a string right below it (an
-    attribute docstring), the class docstring naming it, or ``field(metadata={"doc": ...})``."""
+    any of: a comment at the end of the field's line (or on a line of its own right above it),
+    a string right below it (an attribute docstring), the class docstring naming it, or
+    ``field(metadata={"doc": ...})``."""
     missing = []
     for f in dataclasses.fields(hparams):
         if f.metadata.get("doc") or f.metadata.get("help"):
@@ -363,7 +371,7 @@ def undocumented_fields(hparams: type) -> list[str]:
         if found is None:
             missing.append(f"{f.name} (source not readable)")
             continue
-        node, _, comments = found
+        node, _, comments, alone = found
         doc = ast.get_docstring(node) or ""
         if re.search(rf"(?<![\w.]){re.escape(f.name)}(?!\w)", doc):
             continue
@@ -371,7 +379,7 @@ def undocumented_fields(hparams: type) -> list[str]:
         for i, stmt in enumerate(body):
             if isinstance(stmt, ast.AnnAssign) and getattr(stmt.target, "id", None) == f.name:
                 nxt = body[i + 1] if i + 1 < len(body) else None
-                if (comments.get(stmt.lineno) or comments.get(stmt.lineno - 1)
+                if (comments.get(stmt.lineno) or alone.get(stmt.lineno - 1)
                         or (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
                             and isinstance(nxt.value.value, str))):
                     break

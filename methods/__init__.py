@@ -122,8 +122,10 @@ def get_method(name: str) -> type[Method]:
     elif is_external(name):
         target = name
     else:
+        module, _, attr = name.rpartition(".")
+        hint = f"; did you mean {module}:{attr}?" if module and attr[:1].isupper() else ""
         raise UnknownMethodError(
-            f"unknown method {name!r}; available: {', '.join(targets)} (or a method class "
+            f"unknown method {name!r}{hint}; available: {', '.join(targets)} (or a method class "
             "from any importable module as module.path:ClassName)")
     if not _TARGET.match(target):
         raise UnknownMethodError(f"method {name!r}: {target!r} is not of the form "

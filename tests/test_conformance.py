@@ -75,6 +75,27 @@ def test_each_breach_is_caught_by_its_rule(cls, rule, seen):
     assert f"broke rule {rule!r}" in message and "why it exists:" in message
 
 
+def test_a_comment_counts_only_for_its_own_field(tmp_path, monkeypatch):
+    # the end-of-line comment of one field does not document the field below it; a comment on a
+    # line of its own right above a field does
+    (tmp_path / "hp_comments.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+
+        @dataclass
+        class Hp:
+            """Hyperparameters."""
+
+            gamma: float = 2.0  # the focusing exponent
+            eps: float = 1e-6
+            # the floor of every weight
+            floor: float = 0.0
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from hp_comments import Hp
+
+    assert conformance.undocumented_fields(Hp) == ["eps"]
+
+
 def test_a_method_importing_benchmarks_is_caught(tmp_path, monkeypatch):
     pkg = tmp_path / "leaky_pkg"
     pkg.mkdir()
@@ -250,7 +271,8 @@ def test_bad_method_names_say_what_is_wrong(tmp_path, monkeypatch):
     for name, seen in (("not_a_method:Thing", "not a subclass of methods.Method"),
                        ("not_a_method:Missing", "has no 'Missing'"),
                        ("broken_syntax:X", "importing 'broken_syntax' failed: SyntaxError"),
-                       ("no_such_method", "or a method class from any importable module")):
+                       ("no_such_method", "or a method class from any importable module"),
+                       ("not_a_method.Thing", "did you mean not_a_method:Thing")):
         with pytest.raises(methods.UnknownMethodError, match=seen):
             get_method(name)
 
@@ -270,4 +292,9 @@ def test_new_method_writes_a_template_that_keeps_the_contract(tmp_path, monkeypa
     assert "not a lowercase Python identifier" in capsys.readouterr().err
     assert main(["new-method", "bads"]) == 2  # a built-in name, into methods/
     assert "exists already" in capsys.readouterr().err
+    assert main(["new-method", "class", "--dir", str(tmp_path)]) == 2
+    assert "'class' is a Python keyword" in capsys.readouterr().err
+    assert main(["new-method", "torch", "--dir", str(tmp_path)]) == 2  # would shadow torch
+    assert "a module called 'torch' is importable already" in capsys.readouterr().err
+    assert not (tmp_path / "torch.py").exists()
 
