@@ -249,9 +249,21 @@ def _sweep(args: argparse.Namespace, scenario_name: str, source: str | None, pro
             hparams[m] = {**hparams[m], **tuned}
     specs = plan(scenario_name, source, profile, methods, seeds, settings, hparams, per_method,
                  setting_axes, hparam_axes)
+    if getattr(args, "ddp", False):
+        from .ddp import run_ddp
+
+        if args.backend != "local" or _resolve_jobs(args) != 1:
+            raise DpsBenchError("--ddp trains each run across torchrun's processes; it takes "
+                                "neither --backend ray nor --jobs")
+        result = run_ddp(specs, out, args.data_dir, args.device, args.threads, args.force)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
+                  f"{len(result.failed)} failed; results in {out}/runs.csv")
+        return result
     result = run_sweep(specs, out, data_dir=args.data_dir, device=args.device,
                        progress=None if not args.no_progress else False, force=args.force,
-                       threads=args.threads, jobs=_resolve_jobs(args))
+                       threads=args.threads, jobs=_resolve_jobs(args),
+                       backend=args.backend, ray_address=args.ray_address)
     print(f"{result.ran} runs done, {result.skipped} skipped (already complete), "
           f"{len(result.failed)} failed"
           + (f", {result.elsewhere} left to another process" if result.elsewhere else "")
@@ -447,6 +459,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   search_seed=args.search_seed, window=args.window, data_dir=args.data_dir,
                   device=args.device, progress=None if not args.no_progress else False,
                   force=args.force, threads=args.threads, jobs=_resolve_jobs(args),
+                  backend=args.backend, ray_address=args.ray_address,
                   command="dps-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     for path in result.written:
         print(f"tuned: {path}")
@@ -675,8 +688,18 @@ def _problem_options(p: argparse.ArgumentParser, set_help: str) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
 
 
-def _machine_options(p: argparse.ArgumentParser, jobs_default: str = "1") -> None:
-    """--threads and --jobs, shared by run, tune and reproduce."""
+def _machine_options(p: argparse.ArgumentParser, jobs_default: str = "1",
+                     backends: bool = True) -> None:
+    """--threads and --jobs (and --backend, --ray-address), shared by run, tune and reproduce."""
+    if backends:
+        p.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local (default): this process, or --jobs worker processes; ray: "
+                            "every run a Ray task (pip install 'dps-bench[ray]'), written to the "
+                            "same resumable --out as it finishes; a local Ray instance with "
+                            "--jobs x --threads CPUs unless --ray-address is given")
+        p.add_argument("--ray-address", help="with --backend ray: join this Ray cluster (e.g. "
+                                             "auto, or ray://HOST:10001); --out must then be on "
+                                             "a file system its workers share")
     p.add_argument("--threads", type=_positive, default=None,
                    help="intra-op CPU threads per run (default 1: the suite's models are small, "
                         "and more threads than free cores slow a step 15-200x); recorded with "
@@ -744,6 +767,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seeds, default=[0], help="e.g. 0,1,2 or 0-4 (default 0)")
     _problem_options(p, "a scenario setting (meta_per_class=5) or a method hyperparameter "
                         "(random_select.beta=0.01); repeatable")
+    p.add_argument("--ddp", action="store_true",
+                   help="train each run data-parallel across the processes torchrun starts "
+                        "(torchrun --nproc-per-node N -m benchmarks.cli run ... --ddp): gloo on "
+                        "CPU, nccl on CUDA; each rank takes 1/N of every batch (batch_size and "
+                        "meta_batch_size divisible by N); bads and its controls")
     p.add_argument("--out", required=True, type=_directory,
                    help="results directory (created if needed)")
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
@@ -890,7 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="directory holding <source>/ data files "
                                       "(default: $DPS_DATA_DIR)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    _machine_options(p)
+    _machine_options(p, backends=False)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="rerun retraining runs already complete")
     p.set_defaults(func=cmd_retrain)

@@ -166,6 +166,7 @@ class RunSetup:
     prepare_s: float
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
     augment_generators: tuple[torch.Generator, torch.Generator] | None = None  # (Bt, Bm)
+    replicas: object = None  # methods.replicas.Replicas of a data-parallel run, else None
 
     def next_batches(self) -> tuple[Batch, Batch | None]:
         """The next Bt and Bm, with the scenario's augmentation applied to both (if any)."""
@@ -177,12 +178,26 @@ class RunSetup:
             bt = dataclasses.replace(bt, x=self.augment(bt.x, gen_train))
             if bm is not None:
                 bm = dataclasses.replace(bm, x=self.augment(bm.x, gen_meta))
+        if self.replicas is not None:  # every rank drew the global batch alike: take its shard
+            r = self.replicas
+            bt = shard(bt, r.rank, r.world)
+            bm = shard(bm, r.rank, r.world) if bm is not None else None
         return bt, bm
 
 
-def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device
-           ) -> RunSetup:
-    """Seed, build the model, the Context and the method, run its ``prepare``, make the batches."""
+def shard(batch: Batch, rank: int, world: int) -> Batch:
+    """Rows [rank·b, (rank+1)·b) of ``batch``, b = len(batch) / world (data-parallel runs)."""
+    b = len(batch) // world
+    rows = slice(rank * b, (rank + 1) * b)
+    return Batch(batch.x[rows], batch.y[rows], batch.index[rows],
+                 None if batch.from_meta is None else batch.from_meta[rows])
+
+
+def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device,
+           replicas=None) -> RunSetup:
+    """Seed, build the model, the Context and the method, run its ``prepare``, make the batches.
+    ``replicas`` (``methods.replicas.Replicas``): one rank of a data-parallel run; every rank
+    seeds and draws alike, and :meth:`RunSetup.next_batches` gives each its shard."""
     settings = scenario.Settings(**spec.settings)
     run_seed = derive_seed(spec.seed, spec.scenario, spec.source, "run")
     seed_everything(run_seed)
@@ -201,6 +216,7 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
         offline_chunk=scenario.offline_chunk(data, settings),
         # only for a method that asks (askllm_o): the scenario's judge prompts are not free
         judge=scenario.judge(model, data, settings, device) if "judge" in cls.requires else None,
+        replicas=replicas,
     )
     method: Method = cls(ctx, cls.Hparams(**spec.hparams))
     prepare_started = time.perf_counter()
@@ -218,7 +234,7 @@ def set_up(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.
     augment_gens = (torch.Generator().manual_seed(derive_seed(run_seed, "augment-train")),
                     torch.Generator().manual_seed(derive_seed(run_seed, "augment-meta")))
     return RunSetup(method, ctx, train_batches, meta_batches, datasets, prepare_s, augment,
-                    augment_gens)
+                    augment_gens, replicas)
 
 
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5
@@ -246,7 +262,7 @@ def _free(device: torch.device) -> None:
 
 
 def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.device,
-        on_step: Callable[[int], None] | None = None) -> RunOutcome:
+        on_step: Callable[[int], None] | None = None, replicas=None) -> RunOutcome:
     """Train ``spec.method`` on ``data`` for ``settings.steps`` steps and evaluate it.
 
     Raises nothing for a diverging run (status ``diverged``) or one that runs out of memory
@@ -256,7 +272,7 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     settings = scenario.Settings(**spec.settings)
     failure = None
     try:
-        setup = set_up(spec, scenario, data, device)
+        setup = set_up(spec, scenario, data, device, replicas)
     except NonFiniteError as e:  # e.g. scores from a model trained on a non-finite Dm
         failure = ("diverged", f"{e} (in the method's prepare)")
     except (OUT_OF_MEMORY, MemoryError) as e:  # moving the data, or the method's prepare

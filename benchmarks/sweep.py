@@ -189,16 +189,28 @@ def oversubscribed(jobs: int, threads: int) -> str | None:
     return None
 
 
+BACKENDS = ("local", "ray")
+
+
 def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None,
               device: str = "auto", progress: bool | None = None, force: bool = False,
-              threads: int | None = None, jobs: int = 1) -> SweepResult:
+              threads: int | None = None, jobs: int = 1, backend: str = "local",
+              ray_address: str | None = None) -> SweepResult:
     """Run every spec not yet complete in ``out`` (every spec with ``force``, replacing the old
     rows once each new run is done); returns what ran, was skipped, failed.
 
     ``threads`` intra-op threads per run (default ``default_threads()``), ``jobs`` runs at once
     (separate processes; their times are then taken under contention, which the rows record in
-    ``jobs``). The destination is checked before anything trains (StoreError). Runs that another
-    process is training in the same ``out`` (see ``Store.claim``) are left to it."""
+    ``jobs``). ``backend``: ``local`` (this process, or ``jobs`` worker processes) or ``ray``
+    (each run a Ray task: ``benchmarks.ray_backend``; ``ray_address`` joins a cluster). The
+    destination is checked before anything trains (StoreError). Runs that another process is
+    training in the same ``out`` (see ``Store.claim``) are left to it."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "ray":
+        from .ray_backend import ray_module
+
+        ray_module()  # not installed: say so before anything is loaded
     threads = threads or default_threads()
     if threads < 1 or jobs < 1:
         raise ConfigError(f"--threads and --jobs must be at least 1 (got {threads}, {jobs})")
@@ -232,7 +244,8 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
     elsewhere: list[str] = []
     diverged: list[str] = []
     try:
-        _train(todo, context, jobs, threads, disable, failed, elsewhere, diverged)
+        _train(todo, context, jobs, threads, disable, failed, elsewhere, diverged,
+               backend=backend, ray_address=ray_address)
     finally:  # also after Ctrl-C, SIGTERM or an error: the finished runs' records are saved;
         store.refresh_views()  # bring the views up to date with them (atomic, a few seconds)
     if elsewhere:
@@ -245,12 +258,36 @@ def run_sweep(specs: list[RunSpec], out: str | Path, data_dir: str | None = None
 
 def _train(todo: list[RunSpec], context: RunContext, jobs: int, threads: int,
            disable: bool | None, failed: list[str], elsewhere: list[str],
-           diverged: list[str], worker=None) -> None:
-    """Train ``todo``: in this process (``jobs`` 1, a progress bar over steps) or in ``jobs``
-    worker processes (a bar over runs). ``worker(task, context, advance)`` trains one task and
-    returns (line, error) (default ``_run_one``; ``retrain`` passes its own); a task has
-    ``run_id``, ``method``, ``seed`` and ``settings["steps"]``."""
+           diverged: list[str], worker=None, backend: str = "local",
+           ray_address: str | None = None) -> None:
+    """Train ``todo``: in this process (``jobs`` 1, a progress bar over steps), in ``jobs``
+    worker processes, or as Ray tasks (``backend="ray"``; a bar over runs). ``worker(task,
+    context, advance)`` trains one task and returns (line, error) (default ``_run_one``;
+    ``retrain`` passes its own); a task has ``run_id``, ``method``, ``seed`` and
+    ``settings["steps"]``."""
     worker = worker or _run_one
+    if backend == "ray":
+        from .ray_backend import run_on_ray
+
+        bar = tqdm(total=len(todo), unit="run", disable=disable, dynamic_ncols=True,
+                   desc="sweep (ray)")
+        count = [0]
+
+        def report(spec, line, error):
+            count[0] += 1
+            _report(count[0], len(todo), spec, line, error, failed, elsewhere, diverged)
+
+        def record_crash(spec, message):
+            row = _row(spec, torch.device(context.device), "error", message, float("nan"),
+                       context, float("nan"))
+            _pacer(context.out).write(Store(context.out), row, _empty_curves(), None)
+
+        try:
+            run_on_ray(todo, context, jobs, threads, bar, report, record_crash, ray_address,
+                       worker)
+        finally:
+            bar.close()
+        return
     if jobs == 1:
         torch.set_num_threads(threads)
         total_steps = sum(s.settings["steps"] for s in todo)

@@ -179,7 +179,8 @@ def tune(scenario_name: str, source: str | None, profile: str, methods: list[str
          out: str | Path, tuned_dir: Path, strategy: str = "random", search_seed: int = 0,
          window: int = 3, data_dir: str | None = None, device: str = "auto",
          progress: bool | None = None, force: bool = False, command: str = "",
-         threads: int | None = None, jobs: int = 1) -> TuneResult:
+         threads: int | None = None, jobs: int = 1, backend: str = "local",
+         ray_address: str | None = None) -> TuneResult:
     """Run every method's ``budget`` configurations, then write each method's chosen one."""
     if budget < 1:
         raise ConfigError(f"--budget must be at least 1, got {budget}")
@@ -202,7 +203,8 @@ def tune(scenario_name: str, source: str | None, profile: str, methods: list[str
                 f"{source} with profile {profile} has none (val_per_class=0 keeps every other "
                 "example in Dt, as the paper's split); add --set val_per_class=N")
     result = run_sweep(specs, out, data_dir=data_dir, device=device, progress=progress,
-                       force=force, threads=threads, jobs=jobs)
+                       force=force, threads=threads, jobs=jobs, backend=backend,
+                       ray_address=ray_address)
     store = Store(out)
     runs, curves = store.runs(), store.curves()
     written, untuned = [], []

@@ -51,6 +51,13 @@ Choices where the paper is silent or its published values do not work (also in t
   state update and noise, so per-step cost does not grow with N_t. With ``weight_storage`` =
   ``cpu`` or ``memmap`` the logits and their optimiser state live off the accelerator (in host
   memory, or in a memory-mapped file) and only the minibatch's rows travel to the device.
+- Data-parallel (``--ddp``, ``ctx.replicas``): each of the world ranks holds 1/world of Bt and
+  Bm; the factors N_t/|Bt| and N_m/|Bm| use the global batch sizes, Σ_{i∈Bt} w_i in Ŝ is summed
+  over the ranks, and θ's and φ's gradients are summed over the ranks (one all-reduce each), so
+  every rank takes the step one process would take on the global batch; the Langevin noise comes
+  from torch's global generator, seeded alike on every rank, so the replicas stay identical.
+  Weight network only (per-sample logits would be updated by the rank that drew each row);
+  BatchNorm statistics are each rank's own (the shards' statistics).
 
 What drives the weights (``diagnostics``; the σ sweep in results/sweeps/bads-sigma/, README):
 ∂U_φ/∂w_i = (Ŝ − ⌊β·N_t⌋)/σ² + ρ_w·(N_t/|Bt|)·l(z_i; θ). The prior's part is the same for every i;
@@ -132,6 +139,7 @@ class BADS(Method):
 
     Hparams = BADSHparams
     weight_range = (0.0, 1.0)  # w_i = sigmoid(·)
+    supports_replicas = True  # --ddp: see the module docstring
     # θ's learning rate is lr_theta (0 follows the model lr), so the model lr itself is not searched
     search_space = {"lr_theta": LogUniform(0.1, 10.0, relative=True),
                     "lr_w": LogUniform(1e-4, 1e-1), "beta": LogUniform(0.5, 4.0, relative=True),
@@ -170,6 +178,16 @@ class BADS(Method):
         if phi:
             self.w.storage_moved()
         self._row_noise_std = 0.0 if phi else phi_std
+        # data-parallel (--ddp): each rank holds 1/world of Bt and Bm; sizes below that scale the
+        # objective are the global ones, and θ's and φ's gradients are summed over the ranks
+        self.replicas = ctx.replicas
+        self.world = ctx.replicas.world if ctx.replicas is not None else 1
+        if ctx.replicas is not None:
+            if hp.weights != "net":
+                raise ValueError("bads under --ddp supports weights=net only: per-sample logits "
+                                 "would be updated by the rank that drew each example and drift "
+                                 "apart across ranks")
+            self.w.reduce = ctx.replicas.sum_
         self._diag_sums = dict.fromkeys(DIAGNOSTICS, 0.0)
         self._diag_count = self._share_count = 0
 
@@ -191,12 +209,16 @@ class BADS(Method):
     def sum_estimate(self, w: Tensor) -> Tensor | float:
         """Ŝ = Σ_{i∈Bt} w_i + (N_t − |Bt|)·w̄, in float64 (no gradient: w̄ is held constant); a
         Python float when ``host_scalars``."""
-        nb = w.shape[0]
+        nb = w.shape[0] * self.world  # the global |Bt|
         if self.host_scalars:
             s = math.fsum(w.tolist())  # exactly rounded; w carries no graph here
+            if self.replicas is not None:
+                s = self.replicas.sum_scalar(s)
             self.recent.append(s / nb)
             return s + (self.ctx.n_train - nb) * (sum(self.recent) / len(self.recent))
         s = w.sum(dtype=torch.float64)
+        if self.replicas is not None:
+            self.replicas.sum_([s])
         w_bar = self.running_mean(s / nb)
         return s + (self.ctx.n_train - nb) * w_bar
 
@@ -221,6 +243,11 @@ class BADS(Method):
         # ∇_θ U_θ (minus the Gaussian prior's λθ): U_θ's data terms are seed·(coef · l)
         torch.dot(losses, coef).backward(seed)
         with torch.no_grad():
+            if self.replicas is not None:  # each rank's shard of the global-batch gradient
+                self.replicas.sum_([p.grad for p in ctx.model.parameters()])
+                logged = torch.stack([loss_train, loss_meta])
+                self.replicas.sum_([logged])
+                loss_train, loss_meta = (logged / self.world).unbind()
             if hp.prior_precision:
                 params = [p for p in ctx.model.parameters() if p.grad is not None]
                 torch._foreach_add_([p.grad for p in params], params, alpha=hp.prior_precision)
@@ -241,7 +268,7 @@ class BADS(Method):
         ∂U_φ/∂a_i = w_i(1 − w_i)·∂U_φ/∂w_i = c·w_i(1 − w_i)·(l_i + (Ŝ − ⌊β·N_t⌋)/(c·σ²)).
         """
         prior_grad = (s_hat - self.target) / self.hp.sigma**2
-        c = self.hp.rho_w * self.ctx.n_train / len(w)
+        c = self.hp.rho_w * self.ctx.n_train / (len(w) * self.world)
         ones = self._ones(w)
         if not c:
             return _sigmoid_backward(ones * prior_grad, w), 1.0
@@ -258,7 +285,7 @@ class BADS(Method):
         gap = float(s_hat) - self.target
         q = w * (1 - w)
         prior = self.w.grad_norm(q) * abs(gap) / self.hp.sigma**2
-        c = self.hp.rho_w * self.ctx.n_train / len(w)
+        c = self.hp.rho_w * self.ctx.n_train / (len(w) * self.world)
         data = self.w.grad_norm(q * loss_t) * abs(c)
         sums = self._diag_sums
         sums["grad_prior"] += prior
@@ -307,9 +334,9 @@ class BADS(Method):
         losses' dtype). With ρ_θᵗ = 0: coef = [0 for Bt, ρ_θᵐ·N_m/|Bm| for Bm], s = 1, no head."""
         key = (nb, n_meta_batch, losses.dtype, losses.device)
         if self._coef_cache is None or self._coef_cache[0] != key:
-            hp = self.hp
-            s = hp.rho_theta_train * self.ctx.n_train / nb
-            meta = hp.rho_theta_meta * self.ctx.n_meta / n_meta_batch
+            hp = self.hp  # scaled by the global batch sizes (world x the shards')
+            s = hp.rho_theta_train * self.ctx.n_train / (nb * self.world)
+            meta = hp.rho_theta_meta * self.ctx.n_meta / (n_meta_batch * self.world)
             buf = torch.zeros(nb + n_meta_batch, dtype=losses.dtype, device=losses.device)
             buf[nb:] = meta / s if s else meta
             seed = torch.tensor(s if s else 1.0, dtype=losses.dtype, device=losses.device)

@@ -72,6 +72,9 @@ class Context:
     offline_chunk: rows per forward pass of an offline pass over Dt or Dm (scoring, exporting
     every example's weight: :func:`over_chunks`); the scenario sets it so that one chunk's outputs
     fit in memory (a language model's logits are rows x tokens x vocabulary).
+    replicas: data-parallel training over several processes (``methods.replicas.Replicas``):
+    each rank gets 1/world of every batch; None in one process. Only methods whose
+    ``supports_replicas`` is True are set up with it.
     judge(index) -> the probability [B] that the model, asked whether each Dt example at
     ``index`` ([B] long) is informative, answers yes (AskLLM's score; computed without a graph,
     in eval mode); None when the scenario's model cannot be asked (it is not a language model).
@@ -92,6 +95,7 @@ class Context:
     total_steps: int | None = None
     offline_chunk: int = 1000
     judge: Callable[[Tensor], Tensor] | None = None
+    replicas: Any = None  # methods.replicas.Replicas | None
 
     def __post_init__(self) -> None:
         embed = self.embed
@@ -198,6 +202,9 @@ class Method(ABC):
     check_hparams: ClassVar[dict[str, Any]] = {}
     """Hyperparameters that keep the conformance suite's checks short (e.g. CDS's scoring
     steps): used only by ``dps-bench check-method`` and the tests, never in a run."""
+    supports_replicas: ClassVar[bool] = False
+    """The method trains one run data-parallel over several processes (``--ddp``): it scales its
+    losses by the global batch sizes and sums gradients over ``ctx.replicas``."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Optional Context fields the method cannot run without (e.g. ``judge``: askllm_o asks the
     model about each example, so it needs a language model); a scenario that does not provide

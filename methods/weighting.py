@@ -101,6 +101,7 @@ class ExampleWeights:
         self.ctx, self.kind, self.concat_label = ctx, kind, concat_label
         self._rows: tuple[Tensor, Tensor] | None = None
         self._scale_cache: tuple[tuple, Tensor] | None = None
+        self.reduce = None  # set by a data-parallel method: sums ∇_φ U over the ranks
         check_weights(kind, optimizer, storage)
         if kind == "net":
             in_dim = embedding_dim(ctx) + (ctx.num_classes if concat_label else 0)
@@ -197,6 +198,8 @@ class ExampleWeights:
             torch.addmv(self._grad_v, self._input.t(), da, beta=0.0, alpha=scale,
                         out=self._grad_v)
             torch.dot(da, self._scales(da, scale), out=self._grad_b)
+            if self.reduce is not None:  # data-parallel: the shards' parts of ∇_φ U, summed
+                self.reduce([self._grad])
             self.phi.grad = self._grad
             self._input = None
             self.step(noise_std)

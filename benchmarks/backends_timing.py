@@ -1,0 +1,124 @@
+"""Wall time of one grid through each sweep backend, and one BADS run in 1 and N processes.
+
+    python -m benchmarks.backends_timing --out results/distributed
+
+1. The grid (``--methods`` x ``--seeds`` on ``balancing``, quick profile) through ``--backend
+   local`` (sequential), ``local --jobs 2`` and ``--backend ray --jobs 2``, each into a fresh
+   store: wall time of the whole command (Ray's start included) and whether every run's metrics
+   equal the sequential ones.
+2. One ``bads`` run (``--ddp-steps`` steps) in one process and under ``torchrun
+   --nproc-per-node N --ddp`` with the same global batch: the median time per step (each rank's)
+   and the largest relative difference of any logged training value (every 10 steps), up to step
+   ``--early`` and over the whole run. The two agree to rounding for the first ~80 steps; then
+   BADS's dynamics (σ = 1e-5 makes the prior stiff) amplify rounding differences, as they do
+   between one process with 1 and with 2 threads.
+
+Writes OUT/backends.md and OUT/backends.csv. Timings on a shared 2-core machine are noisy:
+compare within one run of this script; the thread count (1 per run) is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+
+def _cli(args: list[str], cwd: Path, ranks: int = 0) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    head = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+             f"--nproc-per-node={ranks}", "-m", "benchmarks.cli"] if ranks
+            else [sys.executable, "-m", "benchmarks.cli"])
+    started = time.perf_counter()
+    done = subprocess.run(head + args, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"failed: {' '.join(args)}\n{done.stdout}\n{done.stderr}")
+    return time.perf_counter() - started
+
+
+def _metrics(store: Path) -> pd.DataFrame:
+    runs = pd.read_csv(store / "runs.csv")
+    return runs.set_index("run_id")[["method", "seed", "status", "final_metric"]].sort_index()
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    cells = frame.astype(object).where(frame.notna(), "")
+    cells = cells.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
+             "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="folder for backends.md and backends.csv")
+    p.add_argument("--methods", default="mixing,bads,l2rw,cds")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--ddp-steps", type=int, default=500)
+    p.add_argument("--early", type=int, default=50,
+                   help="also report the largest difference of the logged training values up to "
+                        "this step (rounding differences grow over a long run: see the doc)")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="dps-backends-"))
+    grid = ["run", "--scenario", "balancing", "--methods", args.methods, "--seeds", args.seeds,
+            "--no-progress"]
+    rows = []
+    variants = {"local (sequential)": [], "local --jobs 2": ["--jobs", "2"],
+                "ray --jobs 2": ["--backend", "ray", "--jobs", "2"]}
+    for name, extra in variants.items():
+        store = name.split()[0] + "-" + str(len(rows))
+        wall = _cli([*grid, *extra, "--out", store], work)
+        rows.append({"what": f"sweep: {name}", "wall_s": round(wall, 1), "store": store})
+    reference = _metrics(work / rows[0]["store"])
+    for row in rows:
+        row["same_metrics"] = bool(_metrics(work / row["store"]).equals(reference))
+        row["runs"] = len(reference)
+
+    one = ["run", "--scenario", "balancing", "--methods", "bads", "--steps", str(args.ddp_steps),
+           "--set", "eval_every=10", "--no-progress"]
+    wall_1 = _cli([*one, "--out", "one"], work)
+    wall_n = _cli([*one, "--out", "ddp", "--ddp"], work, ranks=args.ranks)
+    r1, rn = (pd.read_csv(work / s / "runs.csv").iloc[0] for s in ("one", "ddp"))
+    c1, cn = (pd.read_csv(work / s / "curves.csv") for s in ("one", "ddp"))
+    keys = ["step", "split", "metric_name"]
+    both = c1.merge(cn, on=keys, suffixes=("_1", "_n"))
+    train = both[both.split == "train"]
+    rel = (train.value_1 - train.value_n).abs() / train.value_1.abs().clip(lower=1e-12)
+    gap_early = float(rel[train.step <= args.early].max())
+    gap = float(rel.max())
+    rows.append({"what": "bads, 1 process", "wall_s": round(wall_1, 1),
+                 "time_per_step_ms": round(float(r1.time_per_step_ms), 3)})
+    rows.append({"what": f"bads, {args.ranks} processes (--ddp, gloo)", "wall_s": round(wall_n, 1),
+                 "time_per_step_ms": round(float(rn.time_per_step_ms), 3),
+                 f"max_rel_diff_train_logs_to_step_{args.early}": gap_early,
+                 "max_rel_diff_train_logs": gap})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows).drop(columns="store", errors="ignore")
+    frame["runs"] = frame["runs"].astype("Int64")
+    frame.to_csv(out / "backends.csv", index=False)
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
+               "1 intra-op thread per run")
+    (out / "backends.md").write_text(
+        "# Sweep backends and one run across processes\n\n"
+        f"`python -m benchmarks.backends_timing --out {args.out}` (methods {args.methods}, "
+        f"seeds {args.seeds}, balancing quick; bads {args.ddp_steps} steps, global batch 100; "
+        f"{machine}).\n\n" + _markdown(frame) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    print((out / "backends.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
