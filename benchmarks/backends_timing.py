@@ -6,7 +6,8 @@
    local`` (sequential), ``local --jobs 2`` and ``--backend ray --jobs 2``, each into a fresh
    store: wall time of the whole command (Ray's start included) and whether every run's metrics
    equal the sequential ones.
-2. One ``bads`` run (``--ddp-steps`` steps) in one process and under ``torchrun
+2. One ``bads`` run (``--ddp-steps`` steps, each global batch of ``--ddp-batches``) in one
+   process and under ``torchrun
    --nproc-per-node N --ddp`` with the same global batch: the median time per step (each rank's)
    and the largest relative difference of any logged training value (every 10 steps), up to step
    ``--early`` and over the whole run. The two agree to rounding for the first ~80 steps; then
@@ -59,17 +60,45 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def compare_stores(pairs: list[tuple[str, str]]) -> str:
+    """A markdown table: for each (A, B) pair of stores, how many of A's runs B also holds and
+    how many of those have the same status, final and best metric (run ids are config hashes)."""
+    rows = []
+    for a_dir, b_dir in pairs:
+        a, b = (pd.read_csv(Path(d) / "runs.csv").set_index("run_id") for d in (a_dir, b_dir))
+        common = a.index.intersection(b.index)
+        same = ((a.loc[common, ["status", "final_metric", "best_metric"]]
+                 == b.loc[common, ["status", "final_metric", "best_metric"]]).all(axis=1))
+        rows.append({"A": a_dir, "B": b_dir, "runs in A": len(a), "also in B": len(common),
+                     "identical": int(same.sum())})
+    return _markdown(pd.DataFrame(rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="folder for backends.md and backends.csv")
+    p.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
+                   help="only compare the runs of store A with those of store B (repeatable) "
+                        "and write OUT/compare.md; trains nothing")
     p.add_argument("--methods", default="mixing,bads,l2rw,cds")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--ddp-steps", type=int, default=500)
+    p.add_argument("--ddp-batches", type=lambda t: [int(v) for v in t.split(",")],
+                   default=[100, 1000], help="global batch sizes (Bt and Bm) of the bads runs")
     p.add_argument("--early", type=int, default=50,
                    help="also report the largest difference of the logged training values up to "
                         "this step (rounding differences grow over a long run: see the doc)")
     args = p.parse_args(argv)
+    if args.compare:
+        table = compare_stores([tuple(pair) for pair in args.compare])
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        text = ("# Runs of one store against another\n\n`python -m benchmarks.backends_timing "
+                f"--out {args.out} " + " ".join(f"--compare {a} {b}" for a, b in args.compare)
+                + "`\n\n" + table + "\n")
+        (Path(args.out) / "compare.md").write_text(text)
+        print(text)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="dps-backends-"))
     grid = ["run", "--scenario", "balancing", "--methods", args.methods, "--seeds", args.seeds,
             "--no-progress"]
@@ -85,24 +114,25 @@ def main(argv: list[str] | None = None) -> int:
         row["same_metrics"] = bool(_metrics(work / row["store"]).equals(reference))
         row["runs"] = len(reference)
 
-    one = ["run", "--scenario", "balancing", "--methods", "bads", "--steps", str(args.ddp_steps),
-           "--set", "eval_every=10", "--no-progress"]
-    wall_1 = _cli([*one, "--out", "one"], work)
-    wall_n = _cli([*one, "--out", "ddp", "--ddp"], work, ranks=args.ranks)
-    r1, rn = (pd.read_csv(work / s / "runs.csv").iloc[0] for s in ("one", "ddp"))
-    c1, cn = (pd.read_csv(work / s / "curves.csv") for s in ("one", "ddp"))
-    keys = ["step", "split", "metric_name"]
-    both = c1.merge(cn, on=keys, suffixes=("_1", "_n"))
-    train = both[both.split == "train"]
-    rel = (train.value_1 - train.value_n).abs() / train.value_1.abs().clip(lower=1e-12)
-    gap_early = float(rel[train.step <= args.early].max())
-    gap = float(rel.max())
-    rows.append({"what": "bads, 1 process", "wall_s": round(wall_1, 1),
-                 "time_per_step_ms": round(float(r1.time_per_step_ms), 3)})
-    rows.append({"what": f"bads, {args.ranks} processes (--ddp, gloo)", "wall_s": round(wall_n, 1),
-                 "time_per_step_ms": round(float(rn.time_per_step_ms), 3),
-                 f"max_rel_diff_train_logs_to_step_{args.early}": gap_early,
-                 "max_rel_diff_train_logs": gap})
+    for batch in args.ddp_batches:
+        one = ["run", "--scenario", "balancing", "--methods", "bads", "--steps",
+               str(args.ddp_steps), "--set", "eval_every=10", "--set", f"batch_size={batch}",
+               "--set", f"meta_batch_size={batch}", "--no-progress"]
+        wall_1 = _cli([*one, "--out", f"one-{batch}"], work)
+        wall_n = _cli([*one, "--out", f"ddp-{batch}", "--ddp"], work, ranks=args.ranks)
+        r1, rn = (pd.read_csv(work / f"{s}-{batch}" / "runs.csv").iloc[0] for s in ("one", "ddp"))
+        c1, cn = (pd.read_csv(work / f"{s}-{batch}" / "curves.csv") for s in ("one", "ddp"))
+        both = c1.merge(cn, on=["step", "split", "metric_name"], suffixes=("_1", "_n"))
+        train = both[both.split == "train"]
+        rel = (train.value_1 - train.value_n).abs() / train.value_1.abs().clip(lower=1e-12)
+        rows.append({"what": f"bads, global batch {batch}, 1 process", "wall_s": round(wall_1, 1),
+                     "time_per_step_ms": round(float(r1.time_per_step_ms), 3)})
+        rows.append({"what": f"bads, global batch {batch}, {args.ranks} processes (--ddp, gloo)",
+                     "wall_s": round(wall_n, 1),
+                     "time_per_step_ms": round(float(rn.time_per_step_ms), 3),
+                     f"max_rel_diff_train_logs_to_step_{args.early}":
+                         float(rel[train.step <= args.early].max()),
+                     "max_rel_diff_train_logs": float(rel.max())})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows).drop(columns="store", errors="ignore")
@@ -113,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "backends.md").write_text(
         "# Sweep backends and one run across processes\n\n"
         f"`python -m benchmarks.backends_timing --out {args.out}` (methods {args.methods}, "
-        f"seeds {args.seeds}, balancing quick; bads {args.ddp_steps} steps, global batch 100; "
+        f"seeds {args.seeds}, balancing quick; bads {args.ddp_steps} steps at global batch "
+        f"{', '.join(map(str, args.ddp_batches))}; "
         f"{machine}).\n\n" + _markdown(frame) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     print((out / "backends.md").read_text())

@@ -186,7 +186,13 @@ class RunSetup:
 
 
 def shard(batch: Batch, rank: int, world: int) -> Batch:
-    """Rows [rank·b, (rank+1)·b) of ``batch``, b = len(batch) / world (data-parallel runs)."""
+    """Rows [rank·b, (rank+1)·b) of ``batch``, b = len(batch) / world (data-parallel runs);
+    ValueError when the batch does not split evenly (a batch capped by a small split, e.g. Bm of
+    an odd N_m), since the ranks' shares of the global batch would then differ."""
+    if len(batch) % world:
+        raise ValueError(f"a batch of {len(batch)} examples does not split evenly over {world} "
+                         "processes (--ddp); choose batch_size and meta_batch_size (and N_m, when "
+                         "Bm is all of Dm) divisible by the number of processes")
     b = len(batch) // world
     rows = slice(rank * b, (rank + 1) * b)
     return Batch(batch.x[rows], batch.y[rows], batch.index[rows],

@@ -85,3 +85,16 @@ def test_bads_per_sample_weights_are_refused_under_ddp():
     with pytest.raises(ValueError, match="weights=net only"):
         cls(ctx, cls.Hparams(weights="per_sample"))
     assert cls(ctx, cls.Hparams()).world == 2
+
+
+def test_a_batch_that_does_not_split_evenly_is_refused():
+    import torch
+
+    from benchmarks.harness import shard
+    from methods import Batch
+
+    batch = Batch(torch.arange(10.0).view(5, 2), torch.zeros(5), torch.arange(5))
+    with pytest.raises(ValueError, match="does not split evenly over 2 processes"):
+        shard(batch, 0, 2)
+    halves = [shard(Batch(batch.x[:4], batch.y[:4], batch.index[:4]), r, 2) for r in (0, 1)]
+    assert [h.index.tolist() for h in halves] == [[0, 1], [2, 3]]
