@@ -36,7 +36,16 @@ from .errors import DpsBenchError
 from .harness import run
 from .scenarios import get_scenario
 from .store import Store
-from .sweep import RunContext, SweepResult, code_sha, git_sha, outcome_row, scenario_data
+from .sweep import (
+    RunContext,
+    SweepResult,
+    code_sha,
+    git_sha,
+    outcome_row,
+    resolve_device,
+    scenario_data,
+    usable_cpus,
+)
 
 
 def init_from_torchrun(device: str) -> tuple[Replicas, torch.device]:
@@ -44,7 +53,7 @@ def init_from_torchrun(device: str) -> tuple[Replicas, torch.device]:
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise DpsBenchError("--ddp runs under torchrun, which starts one process per rank: "
                             "torchrun --nproc-per-node 2 -m benchmarks.cli run ... --ddp")
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    cuda = resolve_device(device).type == "cuda"  # a bad or unavailable name: its ConfigError
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
@@ -85,9 +94,18 @@ def run_ddp(specs: list[RunSpec], out: str, data_dir: str | None, device: str,
     dist.broadcast_object_list(done)  # one view of what is complete, rank 0's
     todo = [s for s in specs if s.run_id not in done[0]]
     context = RunContext(str(out), data_dir, f"{dev} x{replicas.world} ddp", threads or 1, 1,
-                         force, code_sha(), git_sha(), replicas.world)
+                         force, code_sha(), git_sha(), usable_cpus())
     failed: list[str] = []
     for i, spec in enumerate(todo, 1):
+        # rank 0 holds the run's lease (another sweep on the same store leaves it alone) and
+        # tells the others whether to train it
+        claimed = [store.claim(spec.run_id, force=force)] if lead else [None]
+        dist.broadcast_object_list(claimed)
+        if not claimed[0]:
+            if lead:
+                print(f"[{i}/{len(todo)}] {spec.method} seed={spec.seed}: left to another "
+                      "process (or complete)", flush=True)
+            continue
         scenario = get_scenario(spec.scenario)
         data = scenario_data(spec, data_dir)
         started = time.perf_counter()
@@ -102,7 +120,9 @@ def run_ddp(specs: list[RunSpec], out: str, data_dir: str | None, device: str,
                   f"{time.perf_counter() - started:.1f} s)", flush=True)
             if outcome.status != "ok":
                 failed.append(f"{spec.method} seed={spec.seed}: {outcome.error}")
+            store.release(spec.run_id)
     if lead:
         store.refresh_views()
     dist.barrier()
+    dist.destroy_process_group()
     return SweepResult(len(todo), len(specs) - len(todo), failed)

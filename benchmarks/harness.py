@@ -282,6 +282,8 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
     except NonFiniteError as e:  # e.g. scores from a model trained on a non-finite Dm
         failure = ("diverged", f"{e} (in the method's prepare)")
     except (OUT_OF_MEMORY, MemoryError) as e:  # moving the data, or the method's prepare
+        if replicas is not None:  # the other ranks wait in a collective: end them all
+            raise
         failure = ("oom", _oom_message(e, "setting up (data to the device, the method's "
                                           "prepare)", device))
     if failure is not None:
@@ -348,6 +350,8 @@ def run(spec: RunSpec, scenario: Scenario, data: ScenarioData, device: torch.dev
         hint = " or ".join(["--set lr=..."] + [f"--set {spec.method}.{k}=..." for k in lr_fields])
         error = f"{e}; lower the learning rate ({hint})"
     except (OUT_OF_MEMORY, MemoryError) as e:
+        if replicas is not None:  # one rank out of memory: stop every rank (torchrun does)
+            raise
         status = "oom"
         error = _oom_message(e, f"step {step + 1}", device)
         curves = [c for c in curves if c[0] <= step]

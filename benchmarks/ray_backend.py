@@ -82,8 +82,10 @@ def run_on_ray(todo: list, context, jobs: int, threads: int, bar, report: Callab
                 line, error = ray.get(ready[0])
             except ray.exceptions.RayError as e:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                message = (f"its Ray worker died ({type(e).__name__}: {first[:300]}); run the "
-                           "same command again to train it")
+                what = ("its Ray task raised" if isinstance(e, ray.exceptions.RayTaskError)
+                        else "its Ray worker died")
+                message = (f"{what} ({type(e).__name__}: {first[:300]}); run the same command "
+                           "again to train it")
                 record_crash(spec, message)
                 line, error = f"ERROR {message}", f"{spec.method} seed={spec.seed}: {message}"
             report(spec, line, error)

@@ -219,7 +219,8 @@ class BADS(Method):
         s = w.sum(dtype=torch.float64)
         if self.replicas is not None:
             self.replicas.sum_([s])
-        w_bar = self.running_mean(s / nb)
+        self._batch_mean = s / nb  # mean_Bt w over the global batch
+        w_bar = self.running_mean(self._batch_mean)
         return s + (self.ctx.n_train - nb) * w_bar
 
     def step(self, train: Batch, meta: Batch | None) -> dict[str, Tensor]:
@@ -256,7 +257,10 @@ class BADS(Method):
                 self.w.step_from(da, self._row_noise_std, scale)  # ∇_φ U_φ in closed form
             self.noise.add_()  # θ's and φ's (φ's std is 0 when frozen)
         self.t += 1
-        w_mean = self.recent[-1] if self.host_scalars else w.mean()  # mean_Bt w
+        if self.host_scalars:
+            w_mean = self.recent[-1]  # mean_Bt w (over the global batch under --ddp)
+        else:
+            w_mean = w.mean() if self.replicas is None else self._batch_mean
         return {"loss_train": loss_train, "loss_meta": loss_meta, "w_mean": w_mean, "sum_w": s_hat}
 
     def _logit_grads(self, w: Tensor, loss_t: Tensor, s_hat: Tensor | float

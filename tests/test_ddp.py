@@ -98,3 +98,12 @@ def test_a_batch_that_does_not_split_evenly_is_refused():
         shard(batch, 0, 2)
     halves = [shard(Batch(batch.x[:4], batch.y[:4], batch.index[:4]), r, 2) for r in (0, 1)]
     assert [h.index.tolist() for h in halves] == [[0, 1], [2, 3]]
+
+
+def test_ddp_checks_the_device_before_joining(monkeypatch):
+    from benchmarks.ddp import init_from_torchrun
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="--device 'cuda0'"):
+        init_from_torchrun("cuda0")
