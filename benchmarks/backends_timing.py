@@ -52,12 +52,11 @@ def _metrics(store: Path) -> pd.DataFrame:
 
 
 def _markdown(frame: pd.DataFrame) -> str:
+    """``frame`` as the report's markdown table, floats to 3 significant digits, blanks empty."""
+    from .report import to_markdown
+
     cells = frame.astype(object).where(frame.notna(), "")
-    cells = cells.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
-             "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
-    return "\n".join(lines)
+    return to_markdown(cells.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v))
 
 
 def compare_stores(pairs: list[tuple[str, str]]) -> str:

@@ -278,9 +278,8 @@ def _train(todo: list[RunSpec], context: RunContext, jobs: int, threads: int,
             _report(count[0], len(todo), spec, line, error, failed, elsewhere, diverged)
 
         def record_crash(spec, message):
-            row = _row(spec, torch.device(context.device), "error", message, float("nan"),
-                       context, float("nan"))
-            _pacer(context.out).write(Store(context.out), row, _empty_curves(), None)
+            store_error(Store(context.out), spec, torch.device(context.device), message,
+                        float("nan"), context, float("nan"))
 
         try:
             run_on_ray(todo, context, jobs, threads, bar, report, record_crash, ray_address,
@@ -465,9 +464,8 @@ def _run_one(spec: RunSpec, context: RunContext, advance) -> tuple[str, str | No
             outcome = run(spec, scenario, data, dev, on_step=on_step)
         except Exception as e:  # recorded, the sweep goes on; retried on the next invocation
             tb = traceback.format_exc(limit=-3)
-            row = _row(spec, dev, "error", f"{type(e).__name__}: {e}", time.perf_counter() - t0,
-                       context, load)
-            _pacer(context.out).write(store, row, _empty_curves(), None)
+            store_error(store, spec, dev, f"{type(e).__name__}: {e}", time.perf_counter() - t0,
+                        context, load)
             if advance is not None:
                 advance(spec.settings["steps"] - last[0])
             return f"ERROR {e}", f"{spec.method} seed={spec.seed}: {type(e).__name__}: {e}\n{tb}"
@@ -567,6 +565,14 @@ def _stale(store: Store, ids: set[str]) -> str | None:
             f"({versions}; this is code {code_sha()}, torch {torch.__version__}), so their "
             "numbers may differ from what this code gives. `dps-bench verify OUT` reruns a "
             "sample and compares; `--force` reruns them all.")
+
+
+def store_error(store: Store, spec: RunSpec, device: torch.device, message: str, wall_s: float,
+                context: RunContext, load_avg: float) -> None:
+    """Write ``spec``'s run as an ``error`` row with ``message`` (not complete: the next
+    invocation trains it again)."""
+    row = _row(spec, device, "error", message, wall_s, context, load_avg)
+    _pacer(context.out).write(store, row, _empty_curves(), None)
 
 
 def _empty_curves():

@@ -42,8 +42,7 @@ class Replicas:
         """``value`` summed over the ranks (a float64 all-reduce)."""
         if self.world == 1:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
-        if dist.get_backend() == "nccl":
-            t = t.cuda()
-        dist.all_reduce(t)
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        self.sum_([t])
         return float(t)
